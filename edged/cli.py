@@ -1,0 +1,185 @@
+"""The `edged` command line: serve, ask, status, check-config, profile, and the keys/profiles/fleet groups."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edged import __version__
+from edged.errors import ConfigError, EdgedError
+
+EPILOG = """\
+examples:
+  edged serve                                  run with the embedded demo model
+  edged ask "What is the capital of France?"   ask the running daemon
+  edged status                                 model, profile, queue and uptime as JSON
+  edged check-config /etc/edged/edged.toml     validate a config file
+  edged <command> --help                       details of one command
+
+docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
+"""
+
+
+def _add_socket(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, default=None,
+                        help="daemon socket (default: $EDGED_SOCKET__PATH, else the runtime dir's edged.sock)")
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return args.socket
+    import os
+
+    from edged.paths import default_socket_path
+
+    env = os.environ.get("EDGED_SOCKET__PATH")
+    return Path(env) if env else default_socket_path()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edged.config import load_config
+    from edged.daemon import Daemon
+    from edged.log import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if args.socket:
+        overrides.setdefault("socket", {})["path"] = str(args.socket)
+    if args.state_dir:
+        overrides["state_dir"] = str(args.state_dir)
+    if args.model:
+        overrides.setdefault("model", {})["path"] = str(args.model)
+    if args.profile:
+        overrides.setdefault("profile", {})["name"] = args.profile
+    if args.device_id:
+        overrides["device_id"] = args.device_id
+    config = load_config(args.config, overrides=overrides)
+    configure_logging(config.log.level, config.log.format, config.log.log_prompts)
+    return asyncio.run(Daemon(config).run())
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from edged.client import SocketClient
+
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    body: dict[str, Any] = {"messages": messages, "stream": True, "max_tokens": args.max_tokens,
+                            "temperature": args.temperature, "priority": args.priority}
+    with SocketClient(_socket_path(args)) as client:
+        final: dict[str, Any] = {}
+        for event in client.ask(body):
+            if "edged" in event:
+                final = event
+            for choice in event.get("choices", []):
+                sys.stdout.write(choice.get("delta", {}).get("content") or "")
+                sys.stdout.flush()
+    sys.stdout.write("\n")
+    if args.stats:
+        print(json.dumps({"usage": final.get("usage"), "edged": final.get("edged")}), file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edged.client import SocketClient
+
+    with SocketClient(_socket_path(args), timeout=10) as client:
+        print(json.dumps(client.control("status"), indent=2))
+    return 0
+
+
+def cmd_profile_set(args: argparse.Namespace) -> int:
+    from edged.client import SocketClient
+
+    with SocketClient(_socket_path(args), timeout=10) as client:
+        print(json.dumps(client.control("profile", set=args.name)))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from edged.config import load_config
+
+    load_config(args.file)
+    print(f"{args.file}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description="edged: an inference daemon for edge devices.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground",
+                           description="Run the daemon in the foreground until SIGTERM/SIGINT. With no config and "
+                                       "no --model it serves the embedded SmolLM2-135M demo model.",
+                           epilog="example: edged serve --socket /tmp/edged.sock --state-dir /tmp/edged-state",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--config", type=Path, help="TOML config file (see docs/operations.md)")
+    _add_socket(serve)
+    serve.add_argument("--state-dir", type=Path, help="keys, allow-list, spool and model slots")
+    serve.add_argument("--model", type=Path, help="a GGUF file or an ONNX model directory")
+    serve.add_argument("--profile", help="power profile to start with (edged profiles list)")
+    serve.add_argument("--device-id", help="this device's id (default: the host name)")
+    serve.set_defaults(func=cmd_serve)
+
+    ask = sub.add_parser("ask", help="ask the running daemon and stream the answer",
+                         epilog='example: edged ask --max-tokens 64 --system "Answer briefly." "Why is the sky blue?"',
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_socket(ask)
+    ask.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
+    ask.add_argument("--system", help="a system message before the prompt")
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ask.add_argument("--priority", choices=["interactive", "normal", "background"], default="interactive")
+    ask.add_argument("--stats", action="store_true", help="print usage and timing as JSON on stderr")
+    ask.add_argument("prompt", help="the question")
+    ask.set_defaults(func=cmd_ask)
+
+    status = sub.add_parser("status", help="print the daemon's status as JSON")
+    _add_socket(status)
+    status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser("check-config", help="validate a config file and name each bad field")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_check_config)
+
+    profile = sub.add_parser("profile", help="change the running daemon's power profile")
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    profile_set = profile_sub.add_parser("set", help="override the governor with a named profile",
+                                         epilog="example: edged profile set eco")
+    _add_socket(profile_set)
+    profile_set.add_argument("name")
+    profile_set.set_defaults(func=cmd_profile_set)
+
+    _register_groups(sub)
+    return parser
+
+
+def _register_groups(sub: Any) -> None:
+    from edged.commands import keys, profiles
+
+    keys.register(sub)
+    profiles.register(sub)
+    fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",
+                           description="Fleet operator tools.")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    from edged.commands import fleet_keys
+
+    fleet_keys.register(fleet_sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"edged: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,144 @@
+"""The daemon's configuration: one strict pydantic tree from a TOML file plus `EDGED_*` overrides.
+
+Environment overrides name a field by its path with `__` between levels, e.g.
+``EDGED_SOCKET__PATH=/tmp/e.sock`` or ``EDGED_SHUTDOWN__DRAIN_TIMEOUT_S=5``; the value is read as a
+TOML value when it parses as one (numbers, booleans, arrays) and as a string otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from edged.errors import ConfigError
+
+MAX_CONFIG_BYTES = 256 * 1024
+ENV_PREFIX = "EDGED_"
+
+# TOML has no path type: paths arrive as strings and are converted, everything else stays strict.
+PathField = Annotated[Path, Strict(False)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SocketConfig(Section):
+    path: PathField | None = Field(None, description="Unix socket path; default under the runtime dir")
+    mode: int = Field(0o660, ge=0, le=0o777, description="file mode of the socket (octal in TOML: 0o660)")
+    max_frame_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest frame accepted")
+    plaintext_uids: list[int] | None = Field(
+        None, description="peer uids allowed to send plaintext (kind 0x02); default: root and the daemon's own uid"
+    )
+    plaintext_gids: list[int] = Field(default_factory=list, description="peer gids allowed to send plaintext")
+    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused")
+
+
+class ModelConfig(Section):
+    path: PathField | None = Field(None, description="GGUF file or ONNX directory; default: the embedded demo model")
+
+
+class RequestLimits(Section):
+    default_deadline_ms: int = Field(120_000, ge=100, le=3_600_000, description="deadline when a request sets none")
+    max_deadline_ms: int = Field(600_000, ge=100, le=86_400_000, description="largest deadline a request may ask")
+    max_prompt_chars: int = Field(64_000, ge=16, le=4_000_000, description="total characters of all messages")
+
+
+class ShutdownConfig(Section):
+    drain_timeout_s: float = Field(10.0, ge=0, le=600, description="how long SIGTERM waits for in-flight requests")
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else JSON")
+    log_prompts: bool = Field(False, description="include prompt and answer text in debug logs (privacy risk)")
+
+
+class ProfileConfig(Section):
+    name: str = Field("balanced", min_length=1, max_length=64, description="power profile to start with")
+    directory: PathField | None = Field(None, description="profiles directory; default: the shipped profiles/")
+
+
+class Config(Section):
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname() or "edged",
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+        description="this device's id: MQTT topics, prekey records and telemetry use it",
+    )
+    state_dir: PathField | None = Field(None, description="keys, allow-list, spool, model slots")
+    socket: SocketConfig = SocketConfig()
+    model: ModelConfig = ModelConfig()
+    profile: ProfileConfig = ProfileConfig()
+    limits: RequestLimits = RequestLimits()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    log: LogConfig = LogConfig()
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in ("EDGED_HW", "EDGED_REQUIRE_MOSQUITTO"):
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another override")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid field(s)"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path}: larger than {max_bytes} bytes; is this the right file?")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Build the config from an optional file, then env overrides, then command-line overrides."""
+    data = read_toml(path) if path is not None else {}
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, str(path) if path else "configuration")) from None

@@ -1,0 +1,273 @@
+"""Admission, the priority queue, deadlines and cancellation: every request from every transport passes here."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import structlog
+
+from edged.config import RequestLimits
+from edged.engines.base import EngineSettings, SamplingParams
+from edged.engines.worker import ModelWorker
+from edged.errors import BadRequest, Busy, EngineError, RequestError
+from edged.job import Job, Pacer, RequestSummary
+from edged.messages import ChatRequest, ErrorEvent, FinalEvent, Stats, TokenEvent, Usage
+
+if TYPE_CHECKING:
+    from edged.power.profiles import Profile
+
+logger = structlog.get_logger(__name__)
+
+
+class EnergyAccounting(Protocol):
+    def begin(self) -> Any: ...
+    def end(self, handle: Any) -> Any: ...  # has .joules and .source
+
+
+def engine_settings(profile: "Profile") -> EngineSettings:
+    e = profile.engine
+    return EngineSettings(threads=e.threads, batch=e.batch, context=e.context, kv_cache_type=e.kv_cache_type,
+                          mmap=e.mmap, mlock=e.mlock)
+
+
+class Core:
+    """Admits requests, orders them by priority, runs one at a time on the model worker."""
+
+    def __init__(self, worker: ModelWorker, profile: "Profile", limits: RequestLimits,
+                 energy: EnergyAccounting) -> None:
+        self._worker = worker
+        self.profile = profile
+        self._limits = limits
+        self._energy = energy
+        self._pacer = Pacer(profile.pace.max_tokens_per_s, profile.pace.duty_cycle)
+        self._queue: list[Job] = []
+        self._order = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._running: Job | None = None
+        self._accepting = True
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._last_activity = time.monotonic()
+        self.observers: list[Callable[[RequestSummary], None]] = []
+        self.profile_observers: list[Callable[[str, str], None]] = []
+        self.counts: dict[str, int] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self._worker.load(engine_settings(self.profile))
+        except EngineError as exc:
+            # Keep serving: requests get model_unavailable and status says why, instead of a crash loop.
+            logger.error("model failed to load", error=str(exc))
+        self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="core-dispatch")
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for queued and running requests up to `timeout`, then cancel the rest; returns how many."""
+        self._accepting = False
+        end = time.monotonic() + timeout
+        while (self._queue or self._running) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        left = [*self._queue, *([self._running] if self._running else [])]
+        for job in left:
+            job.cancel("shutdown")
+            if not job.started:
+                self._finish_error(job, RequestError("the daemon is stopping"), code="cancelled")
+        self._queue.clear()
+        if left:
+            logger.warning("cancelled in-flight requests, drain timeout exceeded", count=len(left))
+        while self._running:
+            await asyncio.sleep(0.01)
+        return len(left)
+
+    async def stop(self) -> None:
+        if self._dispatcher:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await self._worker.unload()
+        self._worker.shutdown()
+
+    # ---- admission -------------------------------------------------------------------------
+    def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
+               request_id: str | None = None) -> Job:
+        """Admit a request or raise at once (Busy, BadRequest); never waits."""
+        admission = self.profile.admission
+        if not self._accepting:
+            raise self._reject(Busy("the daemon is stopping; retry on another device or later"))
+        if request.priority not in admission.priorities:
+            raise self._reject(Busy(f"profile {self.profile.name!r} admits only {', '.join(admission.priorities)}"))
+        if len(self._queue) >= admission.queue_length:
+            raise self._reject(Busy(f"queue full ({admission.queue_length} waiting); retry later"))
+        if request.prompt_chars() > self._limits.max_prompt_chars:
+            raise self._reject(BadRequest(f"prompt longer than {self._limits.max_prompt_chars} characters"))
+        deadline_ms = min(request.deadline_ms or self._limits.default_deadline_ms, self._limits.max_deadline_ms)
+        job = Job(request_id=request_id or os.urandom(8).hex(), request=request, transport=transport, peer=peer,
+                  client=client, deadline=time.monotonic() + deadline_ms / 1000, order=next(self._order))
+        heapq.heappush(self._queue, job)
+        asyncio.get_running_loop().call_at(
+            asyncio.get_running_loop().time() + deadline_ms / 1000, self._expire, job)
+        self._wakeup.set()
+        return job
+
+    def _reject(self, error: RequestError) -> RequestError:
+        self.counts[f"rejected_{error.code}"] = self.counts.get(f"rejected_{error.code}", 0) + 1
+        return error
+
+    def _expire(self, job: Job) -> None:
+        if job.finished:
+            return
+        job.cancel("deadline")
+        if not job.started:
+            self._queue.remove(job)
+            heapq.heapify(self._queue)
+            self._finish_error(job, RequestError("deadline passed while queued"), code="deadline_exceeded")
+
+    # ---- profiles --------------------------------------------------------------------------
+    def set_profile(self, profile: "Profile", reason: str) -> None:
+        """Pace applies at the next token; engine changes wait until the model is idle (dispatcher)."""
+        old = self.profile
+        self.profile = profile
+        self._pacer.set(profile.pace.max_tokens_per_s, profile.pace.duty_cycle)
+        self._wakeup.set()
+        logger.info("profile changed", profile=profile.name, previous=old.name, reason=reason)
+        for observer in self.profile_observers:
+            observer(profile.name, reason)
+
+    # ---- the dispatcher ----------------------------------------------------------------------
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._apply_engine_settings()
+            if not self._queue:
+                self._wakeup.clear()
+                idle_after = self.profile.idle.unload_after_s
+                try:
+                    timeout = None if idle_after is None or not self._worker.loaded else max(
+                        0.0, self._last_activity + idle_after - time.monotonic())
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except TimeoutError:
+                    logger.info("unloading idle model", idle_s=idle_after)
+                    await self._worker.unload()
+                continue
+            job = heapq.heappop(self._queue)
+            if job.finished:
+                continue
+            self._running = job
+            try:
+                await self._run(job)
+            except Exception:  # the dispatcher must survive anything one request does
+                logger.exception("request failed unexpectedly", request_id=job.request_id)
+                self._finish_error(job, RequestError("internal error; see the daemon log"), code="internal")
+            finally:
+                self._running = None
+                self._last_activity = time.monotonic()
+
+    async def _apply_engine_settings(self) -> None:
+        wanted = engine_settings(self.profile)
+        if self._worker.loaded and self._worker.settings != wanted:
+            logger.info("reloading model for profile", profile=self.profile.name)
+            await self._worker.unload()
+        if not self._worker.loaded and self._queue:
+            try:
+                await self._worker.load(wanted)
+            except EngineError as exc:
+                logger.error("model failed to load", error=str(exc))
+
+    async def _run(self, job: Job) -> None:
+        job.started = True
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        req = job.request
+        params = SamplingParams(max_tokens=min(req.max_tokens or self.profile.engine.max_tokens,
+                                               self.profile.engine.max_tokens),
+                                temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stop_list())
+        pieces: list[str] = []
+        pacer, flag, deadline = self._pacer, job.cancel_flag, job.deadline
+        streaming = req.stream
+        last = [time.monotonic()]
+
+        def sink(text: str) -> bool:
+            if flag.is_set():
+                return False
+            now = time.monotonic()
+            if now > deadline:
+                job.cancel("deadline")
+                return False
+            if streaming:
+                loop.call_soon_threadsafe(job.push, TokenEvent(text))
+            else:
+                pieces.append(text)
+            if pacer.active:
+                pause = pacer.pause_after(now - last[0])
+                if pause > 0 and flag.wait(pause):
+                    return False
+                last[0] = time.monotonic()
+            else:
+                last[0] = now
+            return True
+
+        energy_handle = self._energy.begin()
+        try:
+            result = await self._worker.generate(req.messages, req.prompt, params, sink)
+        except RequestError as exc:
+            self._energy.end(energy_handle)
+            self._finish_error(job, exc)
+            return
+        except EngineError as exc:
+            self._energy.end(energy_handle)
+            self._finish_error(job, RequestError(str(exc)), code="internal")
+            return
+        energy = self._energy.end(energy_handle)
+        if result.finish_reason == "cancelled" or job.cancel_reason:
+            code = "deadline_exceeded" if job.cancel_reason == "deadline" else "cancelled"
+            self._finish_error(job, RequestError(f"request {job.cancel_reason or 'cancelled'}"), code=code,
+                               result=result)
+            return
+        ended = time.monotonic()
+        stats = Stats(queue_ms=(started - job.submitted) * 1000, ttft_ms=(started - job.submitted + result.prompt_s) * 1000,
+                      total_ms=(ended - job.submitted) * 1000,
+                      decode_tokens_per_s=(result.completion_tokens - 1) / result.decode_s
+                      if result.decode_s > 0 and result.completion_tokens > 1 else 0.0,
+                      energy_j=energy.joules, energy_source=energy.source, profile=self.profile.name,
+                      prompt_cached_tokens=result.cached_prompt_tokens)
+        usage = Usage(result.prompt_tokens, result.completion_tokens)
+        job.push(FinalEvent(finish_reason=result.finish_reason, usage=usage, stats=stats, text="".join(pieces)))
+        self._summarise(job, "ok", result.finish_reason, usage, stats)
+
+    def _finish_error(self, job: Job, error: RequestError, code: str | None = None, result: Any = None) -> None:
+        code = code or error.code
+        job.push(ErrorEvent(code=code, message=error.message))
+        usage = Usage(result.prompt_tokens, result.completion_tokens) if result else Usage()
+        stats = Stats(queue_ms=0.0, total_ms=(time.monotonic() - job.submitted) * 1000, profile=self.profile.name)
+        self._summarise(job, code, None, usage, stats)
+
+    def _summarise(self, job: Job, outcome: str, finish: str | None, usage: Usage, stats: Stats) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        summary = RequestSummary(
+            request_id=job.request_id, transport=job.transport, peer=job.peer, client=job.client,
+            priority=job.request.priority, outcome=outcome, finish_reason=finish, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cached_prompt_tokens=stats.prompt_cached_tokens,
+            queue_ms=stats.queue_ms, ttft_ms=stats.ttft_ms, total_ms=stats.total_ms,
+            decode_tokens_per_s=stats.decode_tokens_per_s, energy_j=stats.energy_j,
+            energy_source=stats.energy_source, profile=stats.profile)
+        logger.info("request", **summary.__dict__)
+        for observer in self.observers:
+            observer(summary)
+
+    # ---- status ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        info = self._worker.info
+        return {
+            "model": None if info is None else {"name": info.name, "path": info.path, "format": info.format,
+                                                "context": info.context, "threads": info.threads},
+            "model_error": self._worker.load_error,
+            "profile": self.profile.name,
+            "queue": {"waiting": len(self._queue), "running": 1 if self._running else 0,
+                      "capacity": self.profile.admission.queue_length},
+            "requests": dict(self.counts),
+        }

@@ -1,0 +1,189 @@
+"""The lifecycle owner: start parts in dependency order, serve, drain on SIGTERM, stop in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from edged import __version__
+from edged.config import Config
+from edged.core import Core
+from edged.engines import create_engine
+from edged.engines.worker import ModelWorker
+from edged.errors import BadRequest, ConfigError, EdgedError, Unauthorized
+from edged.paths import default_socket_path, default_state_dir, demo_model_path
+from edged.systemd import Notifier
+from edged.transports.unix import Peer, UnixSocketTransport
+
+logger = structlog.get_logger(__name__)
+
+# A single token never takes this long on any supported board: past it the model thread is wedged,
+# so the watchdog stops being fed and systemd restarts the service.
+STALL_LIMIT_S = 60.0
+STATUS_PERIOD_S = 10.0
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self._sigint_count = 0
+        self.notifier = Notifier()
+        self.state_dir = config.state_dir or default_state_dir()
+        self.socket_path = config.socket.path or default_socket_path()
+        self.model_path = config.model.path or demo_model_path()
+        self.core: Core | None = None
+        self.transport: UnixSocketTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.exit_code = 0
+
+    # ---- signals --------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            logger.info("stopping", reason=reason)
+        self._stop.set()
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count > 1:
+            logger.warning("second interrupt: exiting without draining")
+            os._exit(130)
+        self.request_stop("SIGINT")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read what can change live (profiles, allow-list)."""
+        logger.info("reload requested")
+        for hook in self.reload_hooks:
+            try:
+                hook()
+            except EdgedError as exc:
+                logger.error("reload failed; keeping the previous settings", error=str(exc))
+
+    reload_hooks: list[Any] = []
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.reload_hooks = []
+        try:
+            await self._start()
+        except EdgedError as exc:
+            logger.error("cannot start", error=str(exc))
+            await self._stop_parts()
+            return 1
+        await self._stop.wait()
+        self.notifier.stopping()
+        await self._stop_parts()
+        logger.info("stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _start(self) -> None:
+        from edged.power.energy import EnergyMeter  # noqa: PLC0415  (power detection is start-up work)
+        from edged.power.profiles import builtin_profiles_dir, load_profiles
+
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        profiles = load_profiles(self.config.profile.directory or builtin_profiles_dir())
+        if self.config.profile.name not in profiles:
+            raise ConfigError(f"profile {self.config.profile.name!r} not found; have: {', '.join(sorted(profiles))}")
+        self.profiles = profiles
+        self.notifier.status("loading model")
+        self.notifier.extend_timeout(120)
+        engine = create_engine(Path(self.model_path))
+        self.worker = ModelWorker(engine)
+        self.energy = EnergyMeter.detect()
+        self.core = Core(self.worker, profiles[self.config.profile.name], self.config.limits, self.energy)
+        await self.core.start()
+        sock = self.config.socket
+        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()}
+        self.transport = UnixSocketTransport(
+            self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
+            max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
+            model_name=self._model_name, control={"status": self._control_status, "profile": self._control_profile})
+        await self.transport.start()
+        self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
+        self.notifier.ready(self._status_line())
+        logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
+                    startup_s=round(time.monotonic() - self.started_at, 3))
+
+    async def _stop_parts(self) -> None:
+        # Reverse order, each step on its own so one failure does not skip the rest.
+        if self.transport is not None:
+            try:
+                await self.transport.stop_listening()
+            except Exception:
+                logger.exception("stopping the socket failed")
+                self.exit_code = 1
+        if self.core is not None:
+            try:
+                await self.core.drain(self.config.shutdown.drain_timeout_s)
+            except Exception:
+                logger.exception("draining failed")
+                self.exit_code = 1
+        if self.transport is not None:
+            await self.transport.close_connections()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.core is not None:
+            try:
+                await self.core.stop()
+            except Exception:
+                logger.exception("stopping the model failed")
+                self.exit_code = 1
+        self.notifier.close()
+
+    # ---- watchdog and status ---------------------------------------------------------------
+    async def _watchdog_forever(self) -> None:
+        period = self.notifier.watchdog_interval_s or STATUS_PERIOD_S
+        last_status = 0.0
+        while True:
+            await asyncio.sleep(min(period, STATUS_PERIOD_S))
+            now = time.monotonic()
+            stalled = self.worker.stalled_for(now)
+            if stalled < STALL_LIMIT_S:
+                self.notifier.watchdog()  # fed from the loop: a hung loop or a wedged model both starve it
+            else:
+                logger.error("model thread made no progress; not feeding the watchdog", stalled_s=round(stalled))
+            if now - last_status >= STATUS_PERIOD_S:
+                self.notifier.status(self._status_line())
+                last_status = now
+
+    def _model_name(self) -> str:
+        info = self.worker.info
+        return info.name if info else Path(self.model_path).stem
+
+    def _status_line(self) -> str:
+        assert self.core is not None
+        status = self.core.status()
+        return (f"model {self._model_name()}, profile {status['profile']}, "
+                f"{status['queue']['waiting']} waiting, {status['queue']['running']} running")
+
+    def status(self) -> dict[str, Any]:
+        assert self.core is not None
+        return {"device_id": self.config.device_id, "version": __version__, "pid": os.getpid(),
+                "uptime_s": round(time.monotonic() - self.started_at, 1), **self.core.status()}
+
+    async def _control_status(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self.status()
+
+    async def _control_profile(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        assert self.core is not None
+        name = message.get("set")
+        if set(message) - {"op", "set"} or not isinstance(name, str):
+            raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
+        if peer.uid not in (0, os.getuid()):
+            raise Unauthorized("only root or the daemon's user may change the profile")
+        if name not in self.profiles:
+            raise BadRequest(f"unknown profile {name!r}; have: {', '.join(sorted(self.profiles))}")
+        self.core.set_profile(self.profiles[name], reason=f"local override by uid {peer.uid}")
+        return {"profile": name}

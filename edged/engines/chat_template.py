@@ -1,0 +1,42 @@
+"""Render chat messages with the model's own Jinja chat template, in a sandbox (the template is model data)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from edged.errors import EngineError
+from edged.messages import ChatMessage
+
+# Used only when a model ships no template; ChatML is what SmolLM2 and many small models use.
+CHATML_FALLBACK = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@lru_cache(maxsize=4)
+def _compile(template: str) -> Any:
+    from jinja2 import StrictUndefined, TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise EngineError(f"chat template refused the conversation: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template)
+    except TemplateError as exc:
+        raise EngineError(f"the model's chat template does not compile: {exc}") from None
+
+
+def render_chat(template: str | None, messages: list[ChatMessage], bos: str, eos: str) -> str:
+    from jinja2 import TemplateError
+
+    compiled = _compile(template or CHATML_FALLBACK)
+    try:
+        return str(compiled.render(messages=[m.model_dump() for m in messages], add_generation_prompt=True,
+                                   bos_token=bos, eos_token=eos))
+    except TemplateError as exc:
+        raise EngineError(f"the model's chat template failed: {exc}") from None

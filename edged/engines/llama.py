@@ -1,0 +1,239 @@
+"""The GGUF engine on llama.cpp's low-level API: C sampler chain, one batch per step, a reused prefix."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
+from edged.engines.chat_template import render_chat
+from edged.engines.textstream import TextStream
+from edged.errors import BadRequest, EngineError
+from edged.messages import ChatMessage
+
+logger = structlog.get_logger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
+PIECE_BUFFER = 256
+
+
+def _llama() -> Any:
+    import llama_cpp
+    from llama_cpp import _logger
+
+    _logger.set_verbose(False)  # llama.cpp prints every load detail to stderr otherwise
+    return llama_cpp
+
+
+class LlamaEngine(Engine):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lib: Any = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._vocab: Any = None
+        self._memory: Any = None
+        self._template: str | None = None
+        self._bos = self._eos = ""
+        self._add_bos = True
+        self._n_ctx = 0
+        self._n_batch = 0
+        # Tokens whose keys and values are in the KV cache now, in order: the reusable prefix.
+        self._cached: list[int] = []
+        self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
+        self._one = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._ctx is not None
+
+    def _check_file(self) -> int:
+        try:
+            with self._path.open("rb") as handle:
+                magic = handle.read(4)
+            size = self._path.stat().st_size
+        except OSError as exc:
+            raise EngineError(f"cannot read model {self._path}: {exc.strerror}") from None
+        if magic != GGUF_MAGIC:
+            raise EngineError(f"{self._path} is not a GGUF file (bad magic {magic!r})")
+        return size
+
+    def load(self, settings: EngineSettings) -> ModelInfo:
+        self.unload()
+        size = self._check_file()
+        lib = self._lib = _llama()
+        lib.llama_backend_init()
+        mparams = lib.llama_model_default_params()
+        mparams.use_mmap = settings.mmap
+        mparams.use_mlock = settings.mlock
+        mparams.n_gpu_layers = 0
+        model = lib.llama_model_load_from_file(str(self._path).encode(), mparams)
+        if not model:
+            raise EngineError(f"llama.cpp could not load {self._path}: corrupt or unsupported GGUF")
+        threads = max(1, min(settings.threads, os.cpu_count() or 1))
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = settings.context
+        cparams.n_batch = cparams.n_ubatch = settings.batch
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.type_k = cparams.type_v = KV_TYPES[settings.kv_cache_type]
+        cparams.no_perf = True
+        ctx = lib.llama_init_from_model(model, cparams)
+        if not ctx:
+            lib.llama_model_free(model)
+            raise EngineError(f"llama.cpp could not create a context of {settings.context} tokens")
+        self._model, self._ctx = model, ctx
+        self._vocab = lib.llama_model_get_vocab(model)
+        self._memory = lib.llama_get_memory(ctx)
+        self._n_ctx, self._n_batch = lib.llama_n_ctx(ctx), settings.batch
+        self._one = (lib.llama_token * 1)()
+        meta = self._metadata()
+        self._template = meta.get("tokenizer.chat_template")
+        self._bos = self._token_text(lib.llama_vocab_bos(self._vocab))
+        self._eos = self._token_text(lib.llama_vocab_eos(self._vocab))
+        self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
+        self._cached = []
+        info = ModelInfo(name=meta.get("general.name", self._path.stem), path=str(self._path), format="gguf",
+                         size_bytes=size, parameters=int(lib.llama_model_n_params(model)),
+                         context=self._n_ctx, context_train=int(lib.llama_model_n_ctx_train(model)),
+                         threads=threads)
+        logger.info("model loaded", model=info.name, path=info.path, context=info.context, threads=threads,
+                    kv_cache_type=settings.kv_cache_type)
+        return info
+
+    def _metadata(self) -> dict[str, str]:
+        lib, out = self._lib, {}
+        buf = ctypes.create_string_buffer(1 << 16)
+        for i in range(lib.llama_model_meta_count(self._model)):
+            if lib.llama_model_meta_key_by_index(self._model, i, buf, len(buf)) < 0:
+                continue
+            key = buf.value.decode("utf-8", "replace")
+            if not key.startswith(("general.name", "tokenizer.chat_template")):
+                continue
+            size = lib.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
+            if size >= len(buf):
+                big = ctypes.create_string_buffer(size + 1)
+                lib.llama_model_meta_val_str_by_index(self._model, i, big, len(big))
+                out[key] = big.value.decode("utf-8", "replace")
+            elif size >= 0:
+                out[key] = buf.value.decode("utf-8", "replace")
+        return out
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, PIECE_BUFFER, 0, True)
+        return self._piece.raw[:max(n, 0)].decode("utf-8", "replace")
+
+    def unload(self) -> None:
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._lib.llama_model_free(self._model)
+            self._model = None
+        self._cached = []
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        room = len(data) + 8
+        tokens = (self._lib.llama_token * room)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, room, self._add_bos, special)
+        if n < 0:
+            raise BadRequest("prompt could not be tokenised")
+        return tokens[:n]
+
+    def _sampler(self, params: SamplingParams) -> Any:
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if params.temperature <= 0.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+            return chain
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "big")
+        if params.top_p < 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+        return chain
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Decode the prompt, reusing the longest prefix already in the KV cache; returns reused count."""
+        lib = self._lib
+        reuse = 0
+        for cached, new in zip(self._cached, tokens):
+            if cached != new:
+                break
+            reuse += 1
+        reuse = min(reuse, len(tokens) - 1)  # the last prompt token must be decoded to get logits
+        lib.llama_memory_seq_rm(self._memory, 0, reuse, -1)
+        self._cached = self._cached[:reuse]
+        for start in range(reuse, len(tokens), self._n_batch):
+            part = tokens[start:start + self._n_batch]
+            array = (lib.llama_token * len(part))(*part)
+            if lib.llama_decode(self._ctx, lib.llama_batch_get_one(array, len(part))) != 0:
+                self._reset_cache()
+                raise EngineError("llama_decode failed while reading the prompt")
+            self._cached.extend(part)
+        return reuse
+
+    def _reset_cache(self) -> None:
+        self._lib.llama_memory_clear(self._memory, True)
+        self._cached = []
+
+    def generate(self, messages: list[ChatMessage] | None, prompt: str | None,
+                 params: SamplingParams, sink: TokenSink) -> GenerationResult:
+        if self._ctx is None:
+            raise EngineError("no model loaded")
+        started = time.perf_counter()
+        text = render_chat(self._template, messages, self._bos, self._eos) if messages is not None else prompt
+        tokens = self.tokenize(text or "")
+        room = self._n_ctx - len(tokens)
+        if room < 1:
+            raise BadRequest(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
+        max_tokens = min(params.max_tokens, room)
+        reused = self._prefill(tokens)
+        lib, ctx, vocab, piece, one = self._lib, self._ctx, self._vocab, self._piece, self._one
+        sampler = self._sampler(params)
+        stream = TextStream(params.stop)
+        finish, generated, first_at = "length", 0, 0.0
+        try:
+            while generated < max_tokens:
+                token = lib.llama_sampler_sample(sampler, ctx, -1)
+                if not first_at:
+                    first_at = time.perf_counter()
+                if lib.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                generated += 1
+                n = lib.llama_token_to_piece(vocab, token, piece, PIECE_BUFFER, 0, False)
+                out = stream.feed(piece.raw[:n]) if n > 0 else ""
+                if stream.stopped:
+                    finish = "stop"
+                    if out:
+                        sink(out)
+                    break
+                if out and not sink(out):
+                    finish = "cancelled"
+                    break
+                one[0] = token
+                if lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1)) != 0:
+                    self._reset_cache()
+                    raise EngineError("llama_decode failed while generating")
+                self._cached.append(token)
+            else:
+                finish = "length"
+            if finish != "cancelled":
+                tail = stream.flush()
+                if tail:
+                    sink(tail)
+        finally:
+            lib.llama_sampler_free(sampler)
+        ended = time.perf_counter()
+        first_at = first_at or ended
+        return GenerationResult(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=generated,
+                                cached_prompt_tokens=reused, prompt_s=first_at - started, decode_s=ended - first_at)

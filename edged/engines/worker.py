@@ -1,0 +1,81 @@
+"""The one thread that touches the model: load, generate and unload all run here, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+import structlog
+
+from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
+from edged.errors import EngineError, ModelUnavailable
+from edged.messages import ChatMessage
+
+logger = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class ModelWorker:
+    """Serialises every engine call onto a single named thread and tracks its progress for the watchdog."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edged-model")
+        self.info: ModelInfo | None = None
+        self.settings: EngineSettings | None = None
+        self.load_error: str | None = None
+        # Monotonic time of the last sign of life from the model thread, and when the current call began.
+        self.last_progress = time.monotonic()
+        self.busy_since: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.info is not None
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._timed, fn, *args)
+
+    def _timed(self, fn: Callable[..., T], *args: object) -> T:
+        self.busy_since = self.last_progress = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self.busy_since = None
+            self.last_progress = time.monotonic()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the model thread has been inside one call without reporting progress (0 when idle)."""
+        return 0.0 if self.busy_since is None else now - self.last_progress
+
+    async def load(self, settings: EngineSettings) -> ModelInfo:
+        try:
+            info = await self._call(self._engine.load, settings)
+        except EngineError as exc:
+            self.info, self.load_error = None, str(exc)
+            raise
+        self.info, self.settings, self.load_error = info, settings, None
+        return info
+
+    async def unload(self) -> None:
+        if self.info is None:
+            return
+        await self._call(self._engine.unload)
+        self.info = None
+        logger.info("model unloaded")
+
+    async def generate(self, messages: list[ChatMessage] | None, prompt: str | None,
+                       params: SamplingParams, sink: TokenSink) -> GenerationResult:
+        if self.info is None:
+            raise ModelUnavailable(self.load_error or "the model is not loaded")
+
+        def tracked(text: str) -> bool:
+            self.last_progress = time.monotonic()
+            return sink(text)
+
+        return await self._call(self._engine.generate, messages, prompt, params, tracked)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,106 @@
+"""The one exception tree of edged; each request-level error maps to a wire error code.
+
+    EdgedError
+    ├── ConfigError              a config, profile, allow-list or trust file is invalid
+    ├── RequestError             a request failed; ``code`` is the spec section 5 wire code
+    │   ├── BadRequest           bad_request: malformed frame, JSON, field or value
+    │   ├── Unauthorized         unauthorized: the peer or key is not allowed
+    │   │   └── EnvelopeRejected a sealed request failed check ``check`` of spec section 3
+    │   ├── Busy                 busy: queue full, priority not admitted, rate limit
+    │   ├── DeadlineExceeded     deadline_exceeded
+    │   ├── Cancelled            cancelled: client went away or daemon stopping
+    │   ├── ModelUnavailable     model_unavailable: no model loaded or it failed to load
+    │   └── InternalError        internal
+    ├── StreamError              a response stream failed a client-side check (spec section 4)
+    ├── EngineError              the engine failed to load or run a model
+    ├── SensorError              a power sensor could not be read or parsed
+    ├── TransportError           a transport could not start or lost its peer
+    └── UpdateError              a model update was rejected or failed; ``reason`` says why
+"""
+
+from __future__ import annotations
+
+
+class EdgedError(Exception):
+    """Base of every error edged raises on purpose."""
+
+
+class ConfigError(EdgedError):
+    """A configuration-like file (config, profile, allow-list, trust root) is invalid."""
+
+
+class RequestError(EdgedError):
+    """A request failed; ``code`` is the wire error code sent to the client."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(RequestError):
+    code = "bad_request"
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
+
+
+class EnvelopeRejected(Unauthorized):
+    """A sealed request failed one of the device checks of e2e-v1 section 3.
+
+    ``check`` names the failed check (``size``, ``version``, ``prekey``, ``timestamp``,
+    ``decrypt``, ``parse``, ``client``, ``signature``, ``response_topic``, ``replay``).
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
+
+
+class Busy(RequestError):
+    code = "busy"
+
+
+class DeadlineExceeded(RequestError):
+    code = "deadline_exceeded"
+
+
+class Cancelled(RequestError):
+    code = "cancelled"
+
+
+class ModelUnavailable(RequestError):
+    code = "model_unavailable"
+
+
+class InternalError(RequestError):
+    code = "internal"
+
+
+class StreamError(EdgedError):
+    """A sealed response stream is tampered, reordered, truncated or otherwise invalid."""
+
+
+class EngineError(EdgedError):
+    """An engine could not load a model or generate."""
+
+
+class SensorError(EdgedError):
+    """A power or thermal sensor could not be read or parsed."""
+
+
+class TransportError(EdgedError):
+    """A transport could not start, or lost its connection."""
+
+
+class UpdateError(EdgedError):
+    """A model update was rejected or failed; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason

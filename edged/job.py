@@ -1,0 +1,96 @@
+"""One admitted request on its way through the core: its events, cancel flag, deadline and pace."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from edged.messages import PRIORITY_RANK, ChatRequest, ErrorEvent, Event, FinalEvent
+
+
+@dataclass
+class RequestSummary:
+    """What one request did; the core logs it once and hands it to telemetry."""
+
+    request_id: str
+    transport: str
+    peer: str
+    client: str | None
+    priority: str
+    outcome: str  # "ok" or an error code
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    queue_ms: float
+    ttft_ms: float
+    total_ms: float
+    decode_tokens_per_s: float
+    energy_j: float
+    energy_source: str
+    profile: str
+
+
+@dataclass(eq=False)
+class Job:
+    request_id: str
+    request: ChatRequest
+    transport: str
+    peer: str
+    client: str | None
+    deadline: float  # time.monotonic()
+    order: int
+    submitted: float = field(default_factory=time.monotonic)
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    cancel_flag: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    started: bool = False
+    finished: bool = False
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return PRIORITY_RANK[self.request.priority], self.order
+
+    def __lt__(self, other: "Job") -> bool:
+        return self.sort_key < other.sort_key
+
+    def cancel(self, reason: str) -> None:
+        """Ask generation to stop before the next token; safe from any thread, first reason wins."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.cancel_flag.set()
+
+    def push(self, event: Event) -> None:
+        if not self.finished:
+            self.events.put_nowait(event)
+            if isinstance(event, (FinalEvent, ErrorEvent)):
+                self.finished = True
+
+    async def stream(self):  # type: ignore[no-untyped-def]
+        """The job's events in order, ending with a FinalEvent or an ErrorEvent."""
+        while True:
+            event = await self.events.get()
+            yield event
+            if isinstance(event, (FinalEvent, ErrorEvent)):
+                return
+
+
+class Pacer:
+    """Holds a token-rate cap or duty cycle; read by the model thread at every token, so changes apply at once."""
+
+    def __init__(self, max_tokens_per_s: float | None = None, duty_cycle: float = 1.0) -> None:
+        self.set(max_tokens_per_s, duty_cycle)
+
+    def set(self, max_tokens_per_s: float | None, duty_cycle: float) -> None:
+        self.min_interval = 1.0 / max_tokens_per_s if max_tokens_per_s else 0.0
+        self.idle_ratio = (1.0 - duty_cycle) / duty_cycle if duty_cycle < 1.0 else 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.min_interval > 0 or self.idle_ratio > 0
+
+    def pause_after(self, busy_s: float) -> float:
+        """Seconds to sleep after a token that took `busy_s` of compute."""
+        return max(self.min_interval - busy_s, busy_s * self.idle_ratio, 0.0)

@@ -1,0 +1,163 @@
+"""Typed requests and events shared by every transport: the OpenAI Chat Completions subset of e2e-v1 §5."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edged.config import describe_validation_error
+from edged.errors import BadRequest
+
+Priority = Literal["interactive", "normal", "background"]
+PRIORITY_RANK: dict[str, int] = {"interactive": 0, "normal": 1, "background": 2}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text"] = Field(description="only plain text; JSON mode is not offered by edged yet")
+
+
+class ChatRequest(_Strict):
+    """A request body. Unknown fields are rejected, never ignored."""
+
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=256)
+    prompt: str | None = Field(None, max_length=1_000_000)
+    model: str | None = Field(None, max_length=256)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stream: bool = False
+    response_format: ResponseFormat | None = None
+    priority: Priority = "normal"
+    deadline_ms: int | None = Field(None, ge=1)
+    pad: str | None = Field(None, max_length=1_000_000, description="length-hiding padding; ignored")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "ChatRequest":
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        if len(stops) > 4 or any(not s or len(s) > 64 for s in stops):
+            raise ValueError("`stop`: at most 4 strings of 1 to 64 characters")
+        return self
+
+    def stop_list(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def prompt_chars(self) -> int:
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(m.content) for m in self.messages or ())
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    """Parse a JSON request body; every failure is a BadRequest that says which field is wrong."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc, "request").replace("\n", ";")) from None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_wire(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+@dataclass
+class Stats:
+    """The `edged` statistics object of the final event."""
+
+    queue_ms: float = 0.0
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    energy_j: float = 0.0
+    energy_source: str = "estimate"
+    profile: str = ""
+    prompt_cached_tokens: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"queue_ms": round(self.queue_ms, 3), "ttft_ms": round(self.ttft_ms, 3),
+                "total_ms": round(self.total_ms, 3), "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
+                "energy_j": round(self.energy_j, 4), "energy_source": self.energy_source,
+                "profile": self.profile, "prompt_cached_tokens": self.prompt_cached_tokens}
+
+
+@dataclass
+class TokenEvent:
+    text: str
+
+
+@dataclass
+class FinalEvent:
+    finish_reason: str
+    usage: Usage
+    stats: Stats
+    text: str = ""  # for stream=false: the whole answer
+
+
+@dataclass
+class ErrorEvent:
+    code: str
+    message: str
+
+
+Event = TokenEvent | FinalEvent | ErrorEvent
+
+
+@dataclass
+class Completion:
+    """Renders events as OpenAI objects for one request."""
+
+    request_id: str
+    model: str
+    created: int
+    stream: bool
+    pieces: list[str] = field(default_factory=list)
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        return {"id": f"chatcmpl-{self.request_id}", "object": obj, "created": self.created, "model": self.model}
+
+    def chunk(self, text: str) -> dict[str, Any]:
+        return {**self._base("chat.completion.chunk"),
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+    def final(self, event: FinalEvent) -> dict[str, Any]:
+        if self.stream:
+            out = {**self._base("chat.completion.chunk"),
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason}]}
+        else:
+            out = {**self._base("chat.completion"),
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": event.text},
+                                "finish_reason": event.finish_reason}]}
+        out["usage"] = event.usage.to_wire()
+        out["edged"] = event.stats.to_wire()
+        return out
+
+
+def error_object(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,1 @@
+"""Transports turn bytes into typed requests for the core and events back into bytes; nothing else."""

@@ -1,0 +1,44 @@
+"""Turn a job's events into OpenAI-shaped objects for any transport, coalescing tokens that queue up."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable
+
+from edged.job import Job
+from edged.messages import Completion, ErrorEvent, FinalEvent, TokenEvent, error_object
+
+# send(obj, final, error) writes one event; it is awaited, so a slow client slows only its own stream.
+Send = Callable[[dict[str, Any], bool, bool], Awaitable[None]]
+
+
+async def relay_events(job: Job, model: str, send: Send) -> str:
+    """Forward every event of `job` through `send`; returns the outcome ("ok" or an error code).
+
+    Tokens that arrived while the previous write was in progress go out together in one chunk, so
+    a busy link sends fewer, larger chunks without ever holding back a token that could be sent now.
+    """
+    completion = Completion(request_id=job.request_id, model=model, created=int(time.time()),
+                            stream=job.request.stream)
+    events = job.events
+    while True:
+        event = await events.get()
+        if isinstance(event, TokenEvent):
+            text = event.text
+            following = None
+            while not events.empty():
+                following = events.get_nowait()
+                if not isinstance(following, TokenEvent):
+                    break
+                text += following.text
+                following = None
+            await send(completion.chunk(text), False, False)
+            if following is None:
+                continue
+            event = following
+        if isinstance(event, FinalEvent):
+            await send(completion.final(event), True, False)
+            return "ok"
+        if isinstance(event, ErrorEvent):
+            await send(error_object(event.code, event.message), True, True)
+            return event.code

@@ -1,0 +1,261 @@
+"""The Unix socket transport: e2e-v1 §6 frames in, events or sealed chunks out, one request per connection at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+import structlog
+
+from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
+from edged.messages import ChatRequest, error_object, parse_request
+from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
+                                      parse_json_object, read_frame)
+from edged.transports.relay import relay_events
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
+
+
+class SealedRequest(Protocol):
+    request: ChatRequest
+    client_label: str
+    request_id: str
+
+    def seal(self, plaintext: bytes, *, final: bool, error: bool) -> bytes: ...
+
+
+class SealedGateway(Protocol):
+    def open(self, data: bytes, request_topic: str) -> SealedRequest: ...
+
+
+ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+
+
+class CoreLike(Protocol):
+    def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
+               request_id: str | None = None) -> Any: ...
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> Peer:
+    sock: socket.socket = writer.get_extra_info("socket")
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return Peer(pid, uid, gid)
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a dead daemon; refuse to steal one that a live daemon still answers on."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise TransportError(f"{path} exists and is not a socket; remove it or choose another --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        logger.info("removed stale socket", path=str(path))
+        return
+    finally:
+        probe.close()
+    raise TransportError(f"another edged is already serving on {path}; stop it or choose another --socket")
+
+
+class UnixSocketTransport:
+    def __init__(self, path: Path, core: CoreLike, *, mode: int, max_frame: int, max_connections: int,
+                 plaintext_uids: set[int], plaintext_gids: set[int], model_name: Callable[[], str],
+                 control: dict[str, ControlHandler], sealed: SealedGateway | None = None) -> None:
+        self.path = path
+        self._core = core
+        self._mode = mode
+        self._max_frame = max_frame
+        self._max_connections = max_connections
+        self._plaintext_uids = plaintext_uids
+        self._plaintext_gids = plaintext_gids
+        self._model_name = model_name
+        self.control = control
+        self.sealed = sealed
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_socket(self.path)
+        old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
+        try:
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, self._mode)
+        logger.info("listening", transport="unix", path=str(self.path), mode=oct(self._mode))
+
+    async def stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            self.path.unlink(missing_ok=True)
+
+    async def close_connections(self) -> None:
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= self._max_connections:
+            writer.write(encode_json(KIND_JSON, error_object("busy", "too many connections; retry later")))
+            writer.close()
+            return
+        self._connections.add(task)
+        peer = _peer_of(writer)
+        log = logger.bind(peer=str(peer))
+        log.debug("connection opened")
+        try:
+            await self._serve(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            log.debug("connection lost")
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # one broken connection must never take the daemon down
+            log.exception("connection failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
+        # One task owns the read side for the whole connection, so a frame or EOF that arrives while
+        # a request streams is never half-consumed: EOF cancels the request, a next frame waits its turn.
+        frames: asyncio.Queue[tuple[int, bytes] | BadRequest | None] = asyncio.Queue(maxsize=2)
+        closed = asyncio.Event()
+        reading = asyncio.create_task(self._read_frames(reader, frames, closed), name="unix-read")
+        try:
+            while True:
+                frame = await frames.get()
+                if frame is None:
+                    return
+                if isinstance(frame, BadRequest):
+                    await self._send(writer, KIND_JSON, error_object("bad_request", frame.message))
+                    return
+                kind, payload = frame
+                try:
+                    if kind == KIND_CONTROL:
+                        await self._control(writer, payload, peer)
+                    elif kind == KIND_JSON:
+                        await self._plaintext(writer, payload, peer, closed)
+                    else:
+                        await self._sealed(writer, payload, peer, closed)
+                except RequestError as exc:
+                    await self._send(writer, KIND_CONTROL if kind == KIND_CONTROL else KIND_JSON, exc.to_wire())
+                    if isinstance(exc, BadRequest):
+                        return  # spec §6: after a bad frame the connection is closed
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+
+    async def _read_frames(self, reader: asyncio.StreamReader, frames: asyncio.Queue[Any],
+                           closed: asyncio.Event) -> None:
+        try:
+            while True:
+                try:
+                    frame = await read_frame(reader, self._max_frame)
+                except BadRequest as exc:
+                    await frames.put(exc)
+                    return
+                if frame is None:
+                    return
+                await frames.put(frame)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            closed.set()
+            try:
+                frames.put_nowait(None)
+            except asyncio.QueueFull:
+                pass  # the serve loop sees `closed` when it next waits
+
+    async def _send(self, writer: asyncio.StreamWriter, kind: int, obj: Any) -> None:
+        writer.write(encode_json(kind, obj))
+        await writer.drain()
+
+    async def _control(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer) -> None:
+        message = parse_json_object(payload, "control message")
+        op = message.get("op")
+        handler = self.control.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise BadRequest(f"unknown control op {op!r}; known: {', '.join(sorted(self.control))}")
+        await self._send(writer, KIND_CONTROL, await handler(message, peer))
+
+    def _plaintext_allowed(self, peer: Peer) -> bool:
+        return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+
+    async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
+                         closed: asyncio.Event) -> None:
+        if not self._plaintext_allowed(peer):
+            raise Unauthorized(f"plaintext requests are not allowed for uid {peer.uid}; send a sealed request "
+                               "(edged ask --sealed) or add the uid to socket.plaintext_uids")
+        request = parse_request(payload)
+        job = self._core.submit(request, transport="unix", peer=str(peer))
+
+        async def send(obj: dict[str, Any], final: bool, error: bool) -> None:
+            await self._send(writer, KIND_JSON, obj)
+
+        await self._stream(closed, job, send)
+
+    async def _sealed(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
+                      closed: asyncio.Event) -> None:
+        if self.sealed is None:
+            raise Unauthorized("sealed requests are not enabled on this device")
+        opened = self.sealed.open(payload, "local")
+        try:
+            job = self._core.submit(opened.request, transport="unix", peer=str(peer), client=opened.client_label,
+                                    request_id=opened.request_id)
+        except RequestError as exc:  # admitted cryptographically but not by the core: answer sealed
+            writer.write(encode_frame(KIND_SEALED, opened.seal(json.dumps(exc.to_wire()).encode(),
+                                                               final=True, error=True)))
+            await writer.drain()
+            return
+
+        async def send(obj: dict[str, Any], final: bool, error: bool) -> None:
+            writer.write(encode_frame(KIND_SEALED, opened.seal(json.dumps(obj, separators=(",", ":"),
+                                                                          ensure_ascii=False).encode(),
+                                                               final=final, error=error)))
+            await writer.drain()
+
+        await self._stream(closed, job, send)
+
+    async def _stream(self, closed: asyncio.Event, job: Any, send: Any) -> None:
+        """Relay the job's events; if the client hangs up first, cancel the request at the next token."""
+        hangup = asyncio.create_task(closed.wait(), name=f"hangup-{job.request_id}")
+        relay = asyncio.create_task(relay_events(job, self._model_name(), send), name=f"relay-{job.request_id}")
+        try:
+            done, _ = await asyncio.wait({hangup, relay}, return_when=asyncio.FIRST_COMPLETED)
+            if relay not in done:
+                job.cancel("client disconnected")
+                raise ConnectionResetError("client went away mid-request")
+            relay.result()
+        finally:
+            for task in (hangup, relay):
+                task.cancel()
+            await asyncio.gather(hangup, relay, return_exceptions=True)
+            if not job.finished:
+                job.cancel("client disconnected")
