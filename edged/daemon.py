@@ -101,6 +101,7 @@ class Daemon:
         engine = create_engine(Path(self.model_path))
         self.worker = ModelWorker(engine)
         self.energy = EnergyMeter.detect()
+        self.energy.start()
         self.core = Core(self.worker, profiles[self.config.profile.name], self.config.limits, self.energy)
         await self.core.start()
         sock = self.config.socket
@@ -140,6 +141,8 @@ class Daemon:
             except Exception:
                 logger.exception("stopping the model failed")
                 self.exit_code = 1
+        if getattr(self, "energy", None) is not None:
+            self.energy.stop()
         self.notifier.close()
 
     # ---- watchdog and status ---------------------------------------------------------------
