@@ -70,7 +70,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                             "temperature": args.temperature, "priority": args.priority}
     with SocketClient(_socket_path(args)) as client:
         final: dict[str, Any] = {}
-        for event in client.ask(body):
+        events = _ask_sealed(client, body, args) if args.sealed else client.ask(body)
+        for event in events:
             if "edged" in event:
                 final = event
             for choice in event.get("choices", []):
@@ -80,6 +81,25 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.stats:
         print(json.dumps({"usage": final.get("usage"), "edged": final.get("edged")}), file=sys.stderr)
     return 0
+
+
+def _ask_sealed(client: Any, body: dict[str, Any], args: argparse.Namespace) -> Any:
+    from edged.crypto.client import SealedRequest
+    from edged.crypto.keys import load_private_key_file
+    from edged.crypto.padding import pad_json
+
+    if not args.client_key or not (args.device_identity or args.fingerprint):
+        raise ConfigError("--sealed needs --client-key FILE and the pinned device (--device-identity HEX or "
+                          "--fingerprint FP; `edged keys show` on the device prints both)")
+    try:
+        pinned = bytes.fromhex(args.device_identity) if args.device_identity else None
+    except ValueError:
+        raise ConfigError("--device-identity must be the 64 hex digits of the device's identity key") from None
+    prekey, identity = client.fetch_prekey(device_identity=pinned, fingerprint=args.fingerprint)
+    sealed = SealedRequest.build(client_key=load_private_key_file(args.client_key), prekey=prekey,
+                                 identity_pub=identity, request_topic="local", resp_topic="local",
+                                 body=pad_json(body) if args.pad else json.dumps(body).encode())
+    return client.ask_sealed(sealed.data, sealed.opener)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -126,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     ask = sub.add_parser("ask", help="ask the running daemon and stream the answer",
-                         epilog='example: edged ask --max-tokens 64 --system "Answer briefly." "Why is the sky blue?"',
+                         epilog='examples:\n  edged ask --max-tokens 64 --system "Answer briefly." "Why is the sky blue?"\n'
+                                '  edged ask --sealed --client-key me.key --fingerprint 3f2a... "Hello"',
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_socket(ask)
     ask.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
@@ -134,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     ask.add_argument("--priority", choices=["interactive", "normal", "background"], default="interactive")
     ask.add_argument("--stats", action="store_true", help="print usage and timing as JSON on stderr")
+    ask.add_argument("--sealed", action="store_true",
+                     help="seal the request end to end (e2e-v1) instead of sending plaintext")
+    ask.add_argument("--client-key", type=Path, help="with --sealed: this client's private key (edged keys client-new)")
+    ask.add_argument("--device-identity", help="with --sealed: the pinned device identity key, hex")
+    ask.add_argument("--fingerprint", help="with --sealed: the pinned device fingerprint (edged keys show)")
+    ask.add_argument("--pad", action="store_true", help="with --sealed: pad the request to a size bucket")
     ask.add_argument("prompt", help="the question")
     ask.set_defaults(func=cmd_ask)
 

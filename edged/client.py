@@ -103,6 +103,26 @@ class SocketClient:
             if "edged" in event:
                 return
 
+    def fetch_prekey(self, *, device_identity: bytes | None = None, fingerprint: str | None = None) -> Any:
+        """The device's current prekey, verified against a pinned identity key or fingerprint."""
+        import time
+
+        from edged.crypto.client import verify_prekey_record
+
+        reply = self.control("prekey")
+        try:
+            served_identity = bytes.fromhex(reply["identity_pub"])
+            record = bytes.fromhex(reply["prekey_record"])
+        except (KeyError, ValueError, TypeError):
+            raise TransportError("the daemon's prekey reply is malformed") from None
+        if device_identity is not None and device_identity != served_identity:
+            raise TransportError("the daemon's identity key does not match the pinned one: wrong device, or "
+                                 "someone is impersonating it")
+        info = verify_prekey_record(record, identity_pub=device_identity or served_identity,
+                                    device_id=reply.get("device_id", ""), now=time.time(),
+                                    expected_fingerprint=fingerprint)
+        return info, device_identity or served_identity
+
     def ask_sealed(self, request: bytes, opener: Any) -> Iterator[dict[str, Any]]:
         """Send a sealed request; open each chunk with `opener` (a crypto ResponseOpener) and yield events."""
         self.send_raw(encode_frame(KIND_SEALED, request))
@@ -112,10 +132,10 @@ class SocketClient:
                 event = json.loads(payload)
                 error = event.get("error", {})
                 raise RemoteError(error.get("code", "internal"), error.get("message", "unexpected reply"))
-            plaintext, final = opener.open(payload)
-            event = json.loads(plaintext)
+            chunk = opener.open(payload)  # StreamError on anything tampered, reordered or replayed
+            event = json.loads(chunk.plaintext)
             if "error" in event:
                 raise RemoteError(event["error"]["code"], event["error"]["message"])
             yield event
-            if final:
+            if chunk.final:
                 return

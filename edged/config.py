@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -64,6 +65,10 @@ class ProfileConfig(Section):
     directory: PathField | None = Field(None, description="profiles directory; default: the shipped profiles/")
 
 
+class PrivacyConfig(Section):
+    pad_responses: bool = Field(False, description="pad sealed response chunks to size buckets (hides token lengths)")
+
+
 class Config(Section):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname() or "edged",
@@ -77,6 +82,8 @@ class Config(Section):
     limits: RequestLimits = RequestLimits()
     shutdown: ShutdownConfig = ShutdownConfig()
     log: LogConfig = LogConfig()
+    e2e: E2ESettings = E2ESettings()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

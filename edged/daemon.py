@@ -75,6 +75,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.reload_hooks = []
+        self.prekey_hooks = []
         try:
             await self._start()
         except EdgedError as exc:
@@ -104,14 +105,22 @@ class Daemon:
         self.energy.start()
         self.core = Core(self.worker, profiles[self.config.profile.name], self.config.limits, self.energy)
         await self.core.start()
+        from edged.crypto.gateway import SealedGateway
+
+        self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
+                                     pad_responses=self.config.privacy.pad_responses)
+        self.reload_hooks.append(self.gateway.allow_list.reload)
+        self.reload_hooks.append(self._reload_profiles)
         sock = self.config.socket
         uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()}
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
             max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
-            model_name=self._model_name, control={"status": self._control_status, "profile": self._control_profile})
+            model_name=self._model_name, sealed=self.gateway,
+            control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
+        self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
         self.notifier.ready(self._status_line())
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
@@ -160,6 +169,33 @@ class Daemon:
             if now - last_status >= STATUS_PERIOD_S:
                 self.notifier.status(self._status_line())
                 last_status = now
+
+    async def _keys_forever(self) -> None:
+        """Prekey rotation and allow-list changes; a failure is logged and retried next period."""
+        while True:
+            await asyncio.sleep(self.config.e2e.allow_list_check_s)
+            try:
+                if self.gateway.maintain():
+                    logger.info("prekey rotated")
+                    for hook in self.prekey_hooks:
+                        hook()
+            except Exception:
+                logger.exception("key maintenance failed")
+
+    prekey_hooks: list[Any] = []
+
+    def _reload_profiles(self) -> None:
+        from edged.power.profiles import builtin_profiles_dir, load_profiles
+
+        self.profiles = load_profiles(self.config.profile.directory or builtin_profiles_dir())
+        assert self.core is not None
+        current = self.profiles.get(self.core.profile.name)
+        if current is not None and current != self.core.profile:
+            self.core.set_profile(current, reason="profiles reloaded")
+        logger.info("profiles reloaded", names=sorted(self.profiles))
+
+    async def _control_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self.gateway.prekey_reply()
 
     def _model_name(self) -> str:
         info = self.worker.info

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import stat
@@ -22,6 +21,8 @@ from edged.transports.relay import relay_events
 
 logger = structlog.get_logger(__name__)
 
+LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -33,16 +34,16 @@ class Peer:
         return f"uid={self.uid},gid={self.gid},pid={self.pid}"
 
 
-class SealedRequest(Protocol):
-    request: ChatRequest
-    client_label: str
+class SealedExchange(Protocol):
     request_id: str
+    client_label: str
 
-    def seal(self, plaintext: bytes, *, final: bool, error: bool) -> bytes: ...
+    def seal(self, obj: dict[str, Any], *, final: bool, error: bool = False) -> bytes: ...
 
 
 class SealedGateway(Protocol):
-    def open(self, data: bytes, request_topic: str) -> SealedRequest: ...
+    def open(self, data: bytes, request_topic: str) -> SealedExchange: ...
+    def admit(self, exchange: Any) -> ChatRequest: ...
 
 
 ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
@@ -225,22 +226,19 @@ class UnixSocketTransport:
                       closed: asyncio.Event) -> None:
         if self.sealed is None:
             raise Unauthorized("sealed requests are not enabled on this device")
-        opened = self.sealed.open(payload, "local")
-        try:
-            job = self._core.submit(opened.request, transport="unix", peer=str(peer), client=opened.client_label,
-                                    request_id=opened.request_id)
-        except RequestError as exc:  # admitted cryptographically but not by the core: answer sealed
-            writer.write(encode_frame(KIND_SEALED, opened.seal(json.dumps(exc.to_wire()).encode(),
-                                                               final=True, error=True)))
-            await writer.drain()
-            return
+        exchange = self.sealed.open(payload, LOCAL_TOPIC)  # EnvelopeRejected: a plain error naming the check
 
         async def send(obj: dict[str, Any], final: bool, error: bool) -> None:
-            writer.write(encode_frame(KIND_SEALED, opened.seal(json.dumps(obj, separators=(",", ":"),
-                                                                          ensure_ascii=False).encode(),
-                                                               final=final, error=error)))
+            writer.write(encode_frame(KIND_SEALED, exchange.seal(obj, final=final, error=error)))
             await writer.drain()
 
+        try:
+            request = self.sealed.admit(exchange)
+            job = self._core.submit(request, transport="unix", peer=str(peer), client=exchange.client_label,
+                                    request_id=exchange.request_id)
+        except RequestError as exc:  # the client is authenticated: it gets a sealed answer
+            await send(exc.to_wire(), True, True)
+            return
         await self._stream(closed, job, send)
 
     async def _stream(self, closed: asyncio.Event, job: Any, send: Any) -> None:

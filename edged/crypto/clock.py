@@ -1,0 +1,91 @@
+"""Is the system clock trustworthy? The timestamp check of e2e-v1 depends on the answer."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, Literal
+
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+ClockPolicy = Literal["reject", "accept-unsynced"]
+CLOCK_POLICIES: Final = ("reject", "accept-unsynced")
+
+TIMESYNC_FLAG_FILE: Final = "run/systemd/timesync/synchronized"
+STA_UNSYNC: Final = 0x0040
+
+
+class _Timex(ctypes.Structure):
+    # Only the fields up to `status` matter; the tail is generous room for the rest of struct timex.
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_byte * 256),
+    ]
+
+
+def kernel_clock_status() -> int | None:
+    """The kernel NTP status word from adjtimex(2) in read-only mode, or None if unavailable."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        adjtimex = libc.adjtimex
+    except (OSError, AttributeError):
+        return None
+    timex = _Timex()  # modes = 0: read only, needs no privilege
+    if adjtimex(ctypes.byref(timex)) < 0:
+        return None
+    return int(timex.status)
+
+
+def clock_synchronised(root: Path | str = "/",
+                       read_kernel_status: Callable[[], int | None] = kernel_clock_status) -> bool:
+    """True if systemd-timesyncd has synced (its flag file exists) or the kernel clears STA_UNSYNC.
+
+    chrony and ntpd do not write the flag file but clear STA_UNSYNC once disciplined. An unknown
+    kernel status counts as not synchronised.
+    """
+    if (Path(root) / TIMESYNC_FLAG_FILE).exists():
+        return True
+    status = read_kernel_status()
+    return status is not None and not status & STA_UNSYNC
+
+
+class ClockGuard:
+    """Caches clock_synchronised() for a few seconds and logs changes; safe from any thread."""
+
+    def __init__(self, policy: ClockPolicy = "reject", root: Path | str = "/", recheck_s: float = 10.0,
+                 read_kernel_status: Callable[[], int | None] = kernel_clock_status) -> None:
+        if policy not in CLOCK_POLICIES:
+            raise ValueError(f"clock policy must be one of {CLOCK_POLICIES}, not {policy!r}")
+        self.policy: ClockPolicy = policy
+        self._root = Path(root)
+        self._recheck_s = recheck_s
+        self._read_kernel_status = read_kernel_status
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._synchronised = False
+
+    def synchronised(self, monotonic_now: float) -> bool:
+        """The cached answer, refreshed when older than ``recheck_s`` (monotonic seconds)."""
+        with self._lock:
+            if self._checked_at is not None and monotonic_now - self._checked_at < self._recheck_s:
+                return self._synchronised
+            synced = clock_synchronised(self._root, self._read_kernel_status)
+            if synced != self._synchronised or self._checked_at is None:
+                if synced:
+                    logger.info("system clock synchronised", clock_policy=self.policy)
+                else:
+                    logger.warning("system clock not synchronised", clock_policy=self.policy)
+            self._synchronised = synced
+            self._checked_at = monotonic_now
+            return synced

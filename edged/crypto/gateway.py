@@ -1,0 +1,115 @@
+"""The one security path for every transport: open sealed requests, answer with sealed chunks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from edged.crypto.allowlist import AllowList, RateLimiter
+from edged.crypto.clock import ClockGuard
+from edged.crypto.envelope import OpenedRequest, open_request
+from edged.crypto.keys import DeviceIdentity, PrekeyRing
+from edged.crypto.padding import pad_json
+from edged.crypto.replay import ReplayCache
+from edged.crypto.response import ResponseSealer
+from edged.crypto.settings import E2ESettings
+from edged.errors import Busy, EnvelopeRejected
+from edged.messages import ChatRequest, parse_request
+
+logger = structlog.get_logger(__name__)
+
+# Response chunks are padded to powers of two from here when padding is on: token-sized chunks all
+# look alike to the broker.
+CHUNK_MIN_BUCKET = 128
+
+
+@dataclass
+class SealedExchange:
+    """One admitted sealed request: who sent it, where the answer goes, and how to seal it."""
+
+    opened: OpenedRequest
+    sealer: ResponseSealer
+    pad: bool
+
+    @property
+    def request_id(self) -> str:
+        return self.opened.req_id.hex()
+
+    @property
+    def client_label(self) -> str:
+        return self.opened.client_label
+
+    @property
+    def resp_topic(self) -> str:
+        return self.opened.resp_topic
+
+    def parse(self) -> ChatRequest:
+        """The request body; BadRequest is answered sealed, since the client is authenticated."""
+        return parse_request(self.opened.body)
+
+    def seal(self, obj: dict[str, Any], *, final: bool, error: bool = False) -> bytes:
+        data = (pad_json(obj, min_bucket=CHUNK_MIN_BUCKET) if self.pad
+                else json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+        return self.sealer.seal(data, final=final, error=error)
+
+
+class SealedGateway:
+    """Device keys, prekeys, allow-list, replay cache and rate limits behind one `open()`."""
+
+    def __init__(self, settings: E2ESettings, state_dir: Path, device_id: str, pad_responses: bool = False) -> None:
+        self.settings = settings
+        self.device_id = device_id
+        self.identity = DeviceIdentity.load_or_create(state_dir)
+        self.prekeys = PrekeyRing(self.identity, device_id, now=time.time(), schedule=settings.prekeys)
+        self.allow_list = AllowList.load(settings.clients_file or state_dir / "clients.toml")
+        self.replay = ReplayCache(settings.replay_max_entries)
+        self.clock = ClockGuard(settings.clock_policy)
+        self.rate = RateLimiter()
+        self.pad_responses = pad_responses
+        self.rejects: dict[str, int] = {}
+        self._rejects_lock = threading.Lock()
+        logger.info("device identity", fingerprint=self.identity.fingerprint, clients=len(self.allow_list))
+
+    def open(self, data: bytes, request_topic: str) -> SealedExchange:
+        """Checks 1-10 of e2e-v1 §3; raises EnvelopeRejected, which is never answered over MQTT."""
+        try:
+            opened = open_request(
+                data, device_id=self.device_id, request_topic=request_topic,
+                identity_pub=self.identity.public_bytes, prekeys=self.prekeys, allow_list=self.allow_list,
+                replay=self.replay, now=time.time(), window=self.settings.window,
+                max_size=self.settings.max_request_bytes,
+                clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy)
+        except EnvelopeRejected as exc:
+            self._count(exc.check)
+            logger.info("sealed request rejected", check=exc.check, reason=exc.message, topic=request_topic,
+                        size=len(data))
+            raise
+        return SealedExchange(opened, opened.response_sealer(), self.pad_responses)
+
+    def admit(self, exchange: SealedExchange) -> ChatRequest:
+        """The client's rate and the request body; the RequestErrors raised here are answered sealed."""
+        opened = exchange.opened
+        if not self.rate.allow(opened.client_pub, opened.requests_per_minute, time.monotonic()):
+            self._count("rate_limit")
+            raise Busy(f"client {opened.client_label!r} is over its {opened.requests_per_minute} requests/minute")
+        return exchange.parse()
+
+    def _count(self, reason: str) -> None:
+        with self._rejects_lock:
+            self.rejects[reason] = self.rejects.get(reason, 0) + 1
+
+    def prekey_reply(self) -> dict[str, str]:
+        return {"device_id": self.device_id, "identity_pub": self.identity.public_bytes.hex(),
+                "prekey_record": self.prekeys.current_record().hex()}
+
+    def maintain(self) -> bool:
+        """Periodic upkeep: rotate prekeys when due (True: republish), reload a changed allow-list."""
+        self.allow_list.reload_if_changed()
+        self.replay.purge(time.time())
+        return self.prekeys.rotate_if_due(time.time())

@@ -1,0 +1,44 @@
+"""The e2e-v1 settings section, ready to embed in the daemon's config tree (``[e2e]`` in TOML)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+from edged.crypto.clock import ClockPolicy
+from edged.crypto.envelope import TimestampWindow
+from edged.crypto.keys import PrekeySchedule
+from edged.crypto.replay import DEFAULT_MAX_ENTRIES
+from edged.crypto.wire import DEFAULT_MAX_REQUEST_BYTES, MIN_REQUEST_LEN
+
+
+class E2ESettings(BaseModel):
+    """Knobs of the end-to-end envelope; every default follows spec e2e-v1."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    window: TimestampWindow = Field(default_factory=TimestampWindow,
+                                    description="accepted request age (past_s) and clock lead (future_s)")
+    prekeys: PrekeySchedule = Field(default_factory=PrekeySchedule,
+                                    description="prekey rotation, validity and key deletion schedule")
+    clock_policy: ClockPolicy = Field(
+        default="reject", description="with an unsynchronised clock: 'reject' MQTT requests, or 'accept-unsynced' "
+                              "them without the timestamp check (replay then bounded by the prekey life)")
+    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=MIN_REQUEST_LEN + 1024, le=16 * 1024 * 1024,
+                                   description="largest sealed request; bigger ones are dropped before any crypto")
+    replay_max_entries: int = Field(default=DEFAULT_MAX_ENTRIES, ge=16, le=10_000_000,
+                                    description="replay cache size; when full, new requests are refused")
+    clients_file: Annotated[Path, Strict(False)] | None = Field(
+        default=None, description="client allow-list; default <state dir>/clients.toml")
+    allow_list_check_s: float = Field(default=5.0, ge=0.5, le=3600.0,
+                                      description="how often the allow-list file is checked for changes")
+
+    @model_validator(mode="after")
+    def _keep_prekeys_for_the_window(self) -> E2ESettings:
+        if self.prekeys.keep_after_expiry_s < math.ceil(self.window.past_s):
+            raise ValueError("prekeys.keep_after_expiry_s must be at least window.past_s, or requests sent "
+                             "just before a prekey expires could not be opened")
+        return self

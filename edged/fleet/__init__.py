@@ -1,0 +1,1 @@
+"""Signed fleet documents (trust root, release manifests) and, later, model transfer and install."""

@@ -1,0 +1,1 @@
+"""Power awareness: profiles, sensors, the energy meter and the governor that picks a profile."""

@@ -1,0 +1,57 @@
+"""Clock synchronisation detection (movable root, fake kernel status) and the cached guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edged.crypto.clock import (
+    STA_UNSYNC,
+    ClockGuard,
+    clock_synchronised,
+    kernel_clock_status,
+)
+
+
+def _flag(root: Path) -> None:
+    flag = root / "run/systemd/timesync/synchronized"
+    flag.parent.mkdir(parents=True)
+    flag.touch()
+
+
+def test_timesyncd_flag_file_means_synchronised(tmp_path: Path) -> None:
+    _flag(tmp_path)
+    assert clock_synchronised(tmp_path, read_kernel_status=lambda: STA_UNSYNC)
+
+
+@pytest.mark.parametrize("status,expected", [(0, True), (0x2001, True), (STA_UNSYNC, False),
+                                             (STA_UNSYNC | 0x1, False), (None, False)])
+def test_kernel_status_decides_without_the_flag_file(tmp_path: Path, status: int | None, expected: bool) -> None:
+    assert clock_synchronised(tmp_path, read_kernel_status=lambda: status) is expected
+
+
+def test_real_adjtimex_answers_or_reports_unavailable() -> None:
+    status = kernel_clock_status()
+    assert status is None or isinstance(status, int)
+
+
+def test_guard_caches_and_rechecks(tmp_path: Path) -> None:
+    calls: list[int] = []
+    status = {"value": STA_UNSYNC}
+
+    def read() -> int:
+        calls.append(1)
+        return status["value"]
+
+    guard = ClockGuard("reject", root=tmp_path, recheck_s=10.0, read_kernel_status=read)
+    assert not guard.synchronised(0.0)
+    status["value"] = 0
+    assert not guard.synchronised(9.9)  # cached
+    assert guard.synchronised(10.0)
+    assert len(calls) == 2
+
+
+def test_guard_refuses_unknown_policy() -> None:
+    with pytest.raises(ValueError):
+        ClockGuard("maybe")  # type: ignore[arg-type]
