@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", help="change the running daemon's power profile")
     profile_sub = profile.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
     profile_set = profile_sub.add_parser("set", help="override the governor with a named profile",
-                                         epilog="example: edged profile set eco")
+                                         description="Pin a power profile (a local override, which wins over "
+                                                     "a remote one); `auto` hands the choice back to the governor. "
+                                                     "A critical temperature still overrules an override.",
+                                         epilog="examples:\n  edged profile set eco\n  edged profile set auto",
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_socket(profile_set)
     profile_set.add_argument("name")
     profile_set.set_defaults(func=cmd_profile_set)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
+from edged.power.governor_rules import GovernorRules
 
 MAX_CONFIG_BYTES = 256 * 1024
 ENV_PREFIX = "EDGED_"
@@ -61,8 +62,16 @@ class LogConfig(Section):
 
 
 class ProfileConfig(Section):
-    name: str = Field("balanced", min_length=1, max_length=64, description="power profile to start with")
+    name: str | None = Field(None, min_length=1, max_length=64,
+                             description="the profile when no power condition is active; default: "
+                                         "power.governor.default_profile (balanced)")
     directory: PathField | None = Field(None, description="profiles directory; default: the shipped profiles/")
+
+
+class PowerConfig(Section):
+    governor: GovernorRules = Field(default_factory=GovernorRules, description="thresholds, dwell, profile choices")
+    sysfs_root: PathField = Field(Path("/"), description="where sysfs/procfs are read from (tests use fake trees)")
+    board: str | None = Field(None, max_length=64, description="board for energy estimates; default: detected")
 
 
 class PrivacyConfig(Section):
@@ -84,6 +93,7 @@ class Config(Section):
     log: LogConfig = LogConfig()
     e2e: E2ESettings = E2ESettings()
     privacy: PrivacyConfig = PrivacyConfig()
+    power: PowerConfig = PowerConfig()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class Core:
         self.profile = profile
         self._limits = limits
         self._energy = energy
-        self._pacer = Pacer(profile.pace.max_tokens_per_s, profile.pace.duty_cycle)
+        self._pacer = Pacer(profile.pace)
         self._queue: list[Job] = []
         self._order = itertools.count()
         self._wakeup = asyncio.Event()
@@ -133,7 +133,7 @@ class Core:
         """Pace applies at the next token; engine changes wait until the model is idle (dispatcher)."""
         old = self.profile
         self.profile = profile
-        self._pacer.set(profile.pace.max_tokens_per_s, profile.pace.duty_cycle)
+        self._pacer.set(profile.pace)
         self._wakeup.set()
         logger.info("profile changed", profile=profile.name, previous=old.name, reason=reason)
         for observer in self.profile_observers:
@@ -223,6 +223,8 @@ class Core:
             self._finish_error(job, RequestError(str(exc)), code="internal")
             return
         energy = self._energy.end(energy_handle)
+        if result.completion_tokens and energy.joules > 0:
+            self._pacer.joules_per_token = energy.joules / result.completion_tokens
         if result.finish_reason == "cancelled" or job.cancel_reason:
             code = "deadline_exceeded" if job.cancel_reason == "deadline" else "cancelled"
             self._finish_error(job, RequestError(f"request {job.cancel_reason or 'cancelled'}"), code=code,
@@ -233,7 +235,8 @@ class Core:
                       total_ms=(ended - job.submitted) * 1000,
                       decode_tokens_per_s=(result.completion_tokens - 1) / result.decode_s
                       if result.decode_s > 0 and result.completion_tokens > 1 else 0.0,
-                      energy_j=energy.joules, energy_source=energy.source, profile=self.profile.name,
+                      energy_j=energy.joules, energy_source=energy.source,
+                      energy_scope=getattr(energy, "scope", energy.source), profile=self.profile.name,
                       prompt_cached_tokens=result.cached_prompt_tokens)
         usage = Usage(result.prompt_tokens, result.completion_tokens)
         job.push(FinalEvent(finish_reason=result.finish_reason, usage=usage, stats=stats, text="".join(pieces)))
@@ -254,7 +257,7 @@ class Core:
             completion_tokens=usage.completion_tokens, cached_prompt_tokens=stats.prompt_cached_tokens,
             queue_ms=stats.queue_ms, ttft_ms=stats.ttft_ms, total_ms=stats.total_ms,
             decode_tokens_per_s=stats.decode_tokens_per_s, energy_j=stats.energy_j,
-            energy_source=stats.energy_source, profile=stats.profile)
+            energy_source=stats.energy_source, energy_scope=stats.energy_scope, profile=stats.profile)
         logger.info("request", **summary.__dict__)
         for observer in self.observers:
             observer(summary)

@@ -93,17 +93,27 @@ class Daemon:
         from edged.power.profiles import builtin_profiles_dir, load_profiles
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from edged.power.governor import Governor
+
         profiles = load_profiles(self.config.profile.directory or builtin_profiles_dir())
-        if self.config.profile.name not in profiles:
-            raise ConfigError(f"profile {self.config.profile.name!r} not found; have: {', '.join(sorted(profiles))}")
+        rules = self.config.power.governor
+        if self.config.profile.name is not None:
+            if self.config.profile.name not in profiles:
+                raise ConfigError(f"profile {self.config.profile.name!r} not found; "
+                                  f"have: {', '.join(sorted(profiles))}")
+            rules = rules.model_copy(update={"default_profile": self.config.profile.name})
         self.profiles = profiles
+        self.governor = Governor(profiles, rules)
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
         engine = create_engine(Path(self.model_path))
         self.worker = ModelWorker(engine)
-        self.energy = EnergyMeter.detect()
+        power = self.config.power
+        self.energy = EnergyMeter.detect(power.sysfs_root, board=power.board)
         self.energy.start()
-        self.core = Core(self.worker, profiles[self.config.profile.name], self.config.limits, self.energy)
+        first = self.governor.decide(self.energy.sample(), time.monotonic())
+        logger.info("power profile", profile=first.profile_name, reason=first.reason)
+        self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy)
         await self.core.start()
         from edged.crypto.gateway import SealedGateway
 
@@ -121,6 +131,7 @@ class Daemon:
         await self.transport.start()
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
+        self._tasks.append(asyncio.create_task(self._govern_forever(), name="governor"))
         self.notifier.ready(self._status_line())
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
@@ -184,6 +195,28 @@ class Daemon:
 
     prekey_hooks: list[Any] = []
 
+    async def _govern_forever(self) -> None:
+        """Ask the governor once per sampling period; a switch goes to the core with its reason."""
+        while True:
+            await asyncio.sleep(self.energy.period_s())
+            try:
+                self._govern()
+            except Exception:
+                logger.exception("governor failed")
+
+    def _govern(self) -> None:
+        assert self.core is not None
+        decision = self.governor.decide(self.energy.latest(), time.monotonic())
+        if decision.changed:
+            self.core.set_profile(self.profiles[decision.profile_name], reason=decision.reason)
+
+    def override_profile(self, name: str | None, source: str) -> dict[str, Any]:
+        """A local (socket) or remote (MQTT command) override; `None` or "auto" hands back to the governor."""
+        self.governor.set_override(None if name in (None, "auto") else name, source)  # type: ignore[arg-type]
+        self._govern()
+        return {"profile": self.governor.active, "reason": self.governor.reason,
+                "overrides": self.governor.overrides()}
+
     def _reload_profiles(self) -> None:
         from edged.power.profiles import builtin_profiles_dir, load_profiles
 
@@ -192,6 +225,12 @@ class Daemon:
         current = self.profiles.get(self.core.profile.name)
         if current is not None and current != self.core.profile:
             self.core.set_profile(current, reason="profiles reloaded")
+        from edged.power.governor import Governor
+
+        governor = Governor(self.profiles, self.governor.rules)
+        for source, name in self.governor.overrides().items():
+            governor.set_override(name, source)  # type: ignore[arg-type]
+        self.governor = governor
         logger.info("profiles reloaded", names=sorted(self.profiles))
 
     async def _control_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -210,7 +249,10 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         assert self.core is not None
         return {"device_id": self.config.device_id, "version": __version__, "pid": os.getpid(),
-                "uptime_s": round(time.monotonic() - self.started_at, 1), **self.core.status()}
+                "uptime_s": round(time.monotonic() - self.started_at, 1), **self.core.status(),
+                "profile_reason": self.governor.reason, "profile_overrides": self.governor.overrides(),
+                "energy": {"total_j": round(self.energy.total_j, 3), "counters": self.energy.counters()},
+                "sealed_rejects": dict(self.gateway.rejects)}
 
     async def _control_status(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return self.status()
@@ -222,7 +264,7 @@ class Daemon:
             raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
         if peer.uid not in (0, os.getuid()):
             raise Unauthorized("only root or the daemon's user may change the profile")
-        if name not in self.profiles:
-            raise BadRequest(f"unknown profile {name!r}; have: {', '.join(sorted(self.profiles))}")
-        self.core.set_profile(self.profiles[name], reason=f"local override by uid {peer.uid}")
-        return {"profile": name}
+        if name != "auto" and name not in self.profiles:
+            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
+        logger.info("local profile override", profile=name, uid=peer.uid)
+        return self.override_profile(name, "local")

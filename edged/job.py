@@ -7,7 +7,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from edged.messages import PRIORITY_RANK, ChatRequest, ErrorEvent, Event, FinalEvent
+
+if TYPE_CHECKING:
+    from edged.power.profiles import PaceSettings
 
 
 @dataclass
@@ -30,6 +35,7 @@ class RequestSummary:
     decode_tokens_per_s: float
     energy_j: float
     energy_source: str
+    energy_scope: str
     profile: str
 
 
@@ -78,19 +84,17 @@ class Job:
 
 
 class Pacer:
-    """Holds a token-rate cap or duty cycle; read by the model thread at every token, so changes apply at once."""
+    """The active profile's pace, read by the model thread at every token, so a change applies at once."""
 
-    def __init__(self, max_tokens_per_s: float | None = None, duty_cycle: float = 1.0) -> None:
-        self.set(max_tokens_per_s, duty_cycle)
+    def __init__(self, pace: "PaceSettings") -> None:
+        self.joules_per_token: float | None = None  # the meter's latest figure, for a power budget
+        self.set(pace)
 
-    def set(self, max_tokens_per_s: float | None, duty_cycle: float) -> None:
-        self.min_interval = 1.0 / max_tokens_per_s if max_tokens_per_s else 0.0
-        self.idle_ratio = (1.0 - duty_cycle) / duty_cycle if duty_cycle < 1.0 else 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.min_interval > 0 or self.idle_ratio > 0
+    def set(self, pace: "PaceSettings") -> None:
+        self.pace = pace
+        self.active = (pace.max_tokens_per_s is not None or pace.duty_cycle < 1.0
+                       or pace.power_budget_w is not None)
 
     def pause_after(self, busy_s: float) -> float:
         """Seconds to sleep after a token that took `busy_s` of compute."""
-        return max(self.min_interval - busy_s, busy_s * self.idle_ratio, 0.0)
+        return self.pace.pause_after_token(busy_s, self.joules_per_token)

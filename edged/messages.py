@@ -97,6 +97,7 @@ class Stats:
     decode_tokens_per_s: float = 0.0
     energy_j: float = 0.0
     energy_source: str = "estimate"
+    energy_scope: str = "estimate"
     profile: str = ""
     prompt_cached_tokens: int = 0
 
@@ -104,6 +105,7 @@ class Stats:
         return {"queue_ms": round(self.queue_ms, 3), "ttft_ms": round(self.ttft_ms, 3),
                 "total_ms": round(self.total_ms, 3), "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
                 "energy_j": round(self.energy_j, 4), "energy_source": self.energy_source,
+                "energy_scope": self.energy_scope,
                 "profile": self.profile, "prompt_cached_tokens": self.prompt_cached_tokens}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
@@ -12,11 +13,13 @@ from edged.messages import Completion, ErrorEvent, FinalEvent, TokenEvent, error
 Send = Callable[[dict[str, Any], bool, bool], Awaitable[None]]
 
 
-async def relay_events(job: Job, model: str, send: Send) -> str:
+async def relay_events(job: Job, model: str, send: Send, min_interval_s: float = 0.0) -> str:
     """Forward every event of `job` through `send`; returns the outcome ("ok" or an error code).
 
     Tokens that arrived while the previous write was in progress go out together in one chunk, so
-    a busy link sends fewer, larger chunks without ever holding back a token that could be sent now.
+    a busy link sends fewer, larger chunks. With `min_interval_s` (for MQTT, where a publish never
+    blocks) chunks after the first are at least that far apart: the first token is never delayed,
+    and later ones wait at most that long (e2e-v1 §4 asks for a flush at least every 100 ms).
     """
     completion = Completion(request_id=job.request_id, model=model, created=int(time.time()),
                             stream=job.request.stream)
@@ -33,6 +36,8 @@ async def relay_events(job: Job, model: str, send: Send) -> str:
                 text += following.text
                 following = None
             await send(completion.chunk(text), False, False)
+            if min_interval_s:
+                await asyncio.sleep(min_interval_s)
             if following is None:
                 continue
             event = following

@@ -1,0 +1,87 @@
+"""Build a configured paho-mqtt 2.x client and MQTT 5 publish properties from the settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.client import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edged.mqtt.credentials import read_password
+from edged.mqtt.publishing import StatusMessage
+from edged.mqtt.settings import MqttSettings
+from edged.mqtt.tls import build_tls_context
+
+logger = structlog.get_logger(__name__)
+
+MAX_EXPIRY_S = 2**32 - 1  # Message Expiry Interval is a four-byte integer
+# stop_network_thread waits this long, a few times, for paho's thread to end.
+STOP_JOIN_S = 2.0
+STOP_JOIN_ATTEMPTS = 3
+
+
+def build_client(
+    settings: MqttSettings,
+    client_id: str,
+    will: StatusMessage | None,
+    environ: Mapping[str, str] | None = None,
+) -> mqtt.Client:
+    """A client with identity, secrets, TLS, will and limits set, no callbacks, not connected.
+
+    Raises ConfigError for an unreadable password, CA, certificate or key file.
+    """
+    v5 = settings.protocol == "5"
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        # Clean sessions: after an outage we want fresh requests, not a burst of stale ones.
+        clean_session=None if v5 else True,
+        reconnect_on_failure=True,
+    )
+    client.suppress_exceptions = True  # a second net under the link's own guards
+    client.max_inflight_messages_set(settings.max_inflight)
+    client.max_queued_messages_set(settings.max_queued_messages)
+    username = settings.effective_username()
+    if username is not None:
+        password = read_password(settings.password_file, environ) if settings.password_file is not None else None
+        client.username_pw_set(username, password)
+    if settings.broker_url().tls:
+        client.tls_set_context(build_tls_context(settings, environ))
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+    return client
+
+
+def publish_properties(
+    v5: bool, response_topic: str | None, correlation_data: bytes | None, expiry_s: int | None
+) -> Properties | None:
+    """MQTT 5 PUBLISH properties, or None when there are none or the link speaks 3.1.1."""
+    if not v5 or (response_topic is None and correlation_data is None and expiry_s is None):
+        return None
+    properties = Properties(PacketTypes.PUBLISH)
+    if response_topic is not None:
+        properties.ResponseTopic = response_topic
+    if correlation_data is not None:
+        properties.CorrelationData = correlation_data
+    if expiry_s is not None:
+        properties.MessageExpiryInterval = max(1, min(expiry_s, MAX_EXPIRY_S))
+    return properties
+
+
+def stop_network_thread(client: mqtt.Client, client_id: str) -> None:
+    """End paho's network thread after ``client.disconnect()``, waiting a bounded time."""
+    # loop_stop() joins without a timeout. If paho's thread was inside a reconnect when we
+    # called disconnect(), the new connection ignores it; disconnecting again closes that one.
+    stopper = threading.Thread(target=client.loop_stop, name="mqtt-loop-stop", daemon=True)
+    stopper.start()
+    for _ in range(STOP_JOIN_ATTEMPTS):
+        stopper.join(STOP_JOIN_S)
+        if not stopper.is_alive():
+            return
+        client.disconnect()
+    logger.error("mqtt network thread did not stop", client_id=client_id)

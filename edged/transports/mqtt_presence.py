@@ -1,0 +1,72 @@
+"""Retained device presence on MQTT: birth `online`, will `offline`, `stopped`, and the prekey record.
+
+The birth/death sequence number (bdseq) grows with every connection attempt and survives restarts, so
+a consumer can tell a stale `offline` will from the current session's (after Sparkplug B).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from edged import __version__
+from edged.mqtt.publishing import StatusMessage
+from edged.transports.topics import DeviceTopics
+
+logger = structlog.get_logger(__name__)
+
+CAPABILITIES = ("sealed-requests", "e2e-v1", "telemetry", "commands", "updates")
+
+
+class Presence:
+    def __init__(self, topics: DeviceTopics, state_dir: Path, describe: Callable[[], dict[str, Any]],
+                 prekey_record: Callable[[], bytes]) -> None:
+        self._topics = topics
+        self._bdseq_file = state_dir / "mqtt-bdseq"
+        self._describe = describe
+        self._prekey_record = prekey_record
+        self.bdseq = self._read_bdseq()
+        self.link: Any = None
+
+    def _read_bdseq(self) -> int:
+        try:
+            return int(self._bdseq_file.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def _status(self, state: str, **extra: Any) -> bytes:
+        return json.dumps({"state": state, "bdseq": self.bdseq, "device_id": self._topics.device_id,
+                           "time_unix_ms": int(time.time() * 1000), **extra}, separators=(",", ":")).encode()
+
+    def next_will(self) -> StatusMessage:
+        """Called before every connection attempt: a new bdseq, persisted, and the will that carries it."""
+        self.bdseq += 1
+        tmp = self._bdseq_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(str(self.bdseq))
+            os.replace(tmp, self._bdseq_file)
+        except OSError as exc:  # a read-only state dir must not stop the connection
+            logger.warning("cannot persist mqtt bdseq", error=str(exc))
+        return StatusMessage(topic=self._topics.status, payload=self._status("offline"), retain=True)
+
+    def birth(self) -> None:
+        """On every connect: the retained `online` status and the current prekey record."""
+        if self.link is None:
+            return
+        self.link.publish(self._topics.status, self._status("online", version=__version__,
+                                                            capabilities=list(CAPABILITIES), **self._describe()),
+                          qos=1, retain=True)
+        self.publish_prekey()
+
+    def publish_prekey(self) -> None:
+        if self.link is not None:
+            self.link.publish(self._topics.prekey, self._prekey_record(), qos=1, retain=True)
+
+    def stopped_message(self) -> StatusMessage:
+        return StatusMessage(topic=self._topics.status, payload=self._status("stopped", version=__version__),
+                             retain=True)
