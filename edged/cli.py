@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides.setdefault("profile", {})["name"] = args.profile
     if args.device_id:
         overrides["device_id"] = args.device_id
+    if args.mqtt:
+        overrides.setdefault("mqtt", {})["url"] = args.mqtt
     config = load_config(args.config, overrides=overrides)
     configure_logging(config.log.level, config.log.format, config.log.log_prompts)
     return asyncio.run(Daemon(config).run())
@@ -135,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon in the foreground",
                            description="Run the daemon in the foreground until SIGTERM/SIGINT. With no config and "
                                        "no --model it serves the embedded SmolLM2-135M demo model.",
-                           epilog="example: edged serve --socket /tmp/edged.sock --state-dir /tmp/edged-state",
+                           epilog="examples:\n  edged serve --socket /tmp/edged.sock --state-dir /tmp/edged-state\n"
+                                  "  edged serve --mqtt mqtt://broker.local:1883 --device-id pi-kitchen-1",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--config", type=Path, help="TOML config file (see docs/operations.md)")
     _add_socket(serve)
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", type=Path, help="a GGUF file or an ONNX model directory")
     serve.add_argument("--profile", help="power profile to start with (edged profiles list)")
     serve.add_argument("--device-id", help="this device's id (default: the host name)")
+    serve.add_argument("--mqtt", metavar="URL",
+                       help="also serve sealed requests and publish status and telemetry through this broker: "
+                            "mqtt://HOST:PORT or mqtts://HOST:PORT (TLS and credentials: [mqtt] in the config)")
     serve.set_defaults(func=cmd_serve)
 
     ask = sub.add_parser("ask", help="ask the running daemon and stream the answer",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
+from edged.mqtt.settings import MqttSettings
 from edged.power.governor_rules import GovernorRules
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -74,6 +75,13 @@ class PowerConfig(Section):
     board: str | None = Field(None, max_length=64, description="board for energy estimates; default: detected")
 
 
+class TelemetryConfig(Section):
+    enabled: bool = Field(True, description="publish telemetry when MQTT is configured")
+    interval_s: float = Field(60.0, ge=1.0, le=86_400.0, description="period of the device state record")
+    spool_max_bytes: int = Field(8 * 1024 * 1024, ge=4096, le=1024**3,
+                                 description="cap of the store-and-forward spool; the oldest records go first")
+
+
 class PrivacyConfig(Section):
     pad_responses: bool = Field(False, description="pad sealed response chunks to size buckets (hides token lengths)")
 
@@ -94,6 +102,8 @@ class Config(Section):
     e2e: E2ESettings = E2ESettings()
     privacy: PrivacyConfig = PrivacyConfig()
     power: PowerConfig = PowerConfig()
+    mqtt: MqttSettings | None = Field(None, description="broker connection; absent = Unix socket only")
+    telemetry: TelemetryConfig = TelemetryConfig()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

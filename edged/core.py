@@ -54,6 +54,7 @@ class Core:
         self._last_activity = time.monotonic()
         self.observers: list[Callable[[RequestSummary], None]] = []
         self.profile_observers: list[Callable[[str, str], None]] = []
+        self.reject_observers: list[Callable[[str], None]] = []
         self.counts: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -117,6 +118,8 @@ class Core:
 
     def _reject(self, error: RequestError) -> RequestError:
         self.counts[f"rejected_{error.code}"] = self.counts.get(f"rejected_{error.code}", 0) + 1
+        for observer in self.reject_observers:
+            observer(error.code)
         return error
 
     def _expire(self, job: Job) -> None:

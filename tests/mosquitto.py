@@ -147,8 +147,10 @@ class Mosquitto:
     """One ``mosquitto -c <conf>`` on a loopback port of its own; ``stop()`` then ``start()``
     brings it back on the same port (outage tests)."""
 
-    def __init__(self, workdir: Path, *, tls: TlsFiles | None = None, users: Sequence[BrokerUser] = ()) -> None:
+    def __init__(self, workdir: Path, *, tls: TlsFiles | None = None, users: Sequence[BrokerUser] = (),
+                 persistence: bool = False) -> None:
         self.workdir = workdir
+        self.persistence = persistence
         self.tls = tls
         self.users = tuple(users)
         self.port = free_port()
@@ -212,7 +214,8 @@ class Mosquitto:
         # Started as root, mosquitto switches to user 'mosquitto', who cannot read our tmp files.
         lines = ["user root"] if os.geteuid() == 0 else []
         lines += [
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.workdir}/"] if self.persistence
+              else ["persistence false"]),
             f"log_dest file {self.log_path}",  # stdout to a file would be block-buffered
             "log_type error",
             "log_type warning",

@@ -164,7 +164,8 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
             raise EnvelopeRejected("timestamp", f"request timestamp is {age_ms / 1000:.3f} s old, window is "
                                                 f"-{window.future_s:g}..{window.past_s:g} s; check the clocks")
     elif clock_policy == "reject":
-        raise EnvelopeRejected("timestamp", "device clock not synchronised (clock_policy=reject)")
+        raise EnvelopeRejected("timestamp", "device clock not synchronised (clock_policy=reject); sync it "
+                                            "with NTP, or set e2e.clock_policy if the host keeps time")
     else:
         replay_ttl_s = prekeys.retention_s
     # 5. HPKE open, with info rebuilt from our own id and the topic the message arrived on

@@ -26,7 +26,8 @@ class E2ESettings(BaseModel):
                                     description="prekey rotation, validity and key deletion schedule")
     clock_policy: ClockPolicy = Field(
         default="reject", description="with an unsynchronised clock: 'reject' MQTT requests, or 'accept-unsynced' "
-                              "them without the timestamp check (replay then bounded by the prekey life)")
+                              "them without the timestamp check (replay then bounded by the prekey life); "
+                              "'trust-system-clock' treats the clock as synchronised (VMs, containers)")
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=MIN_REQUEST_LEN + 1024, le=16 * 1024 * 1024,
                                    description="largest sealed request; bigger ones are dropped before any crypto")
     replay_max_entries: int = Field(default=DEFAULT_MAX_ENTRIES, ge=16, le=10_000_000,

@@ -55,3 +55,12 @@ def test_guard_caches_and_rechecks(tmp_path: Path) -> None:
 def test_guard_refuses_unknown_policy() -> None:
     with pytest.raises(ValueError):
         ClockGuard("maybe")  # type: ignore[arg-type]
+
+
+def test_trust_system_clock_policy_never_asks_the_kernel():
+    from edged.crypto.clock import ClockGuard
+
+    def kernel_says_unsynced() -> int:
+        raise AssertionError("the trust-system-clock policy must not consult the kernel")
+
+    assert ClockGuard("trust-system-clock", read_kernel_status=kernel_says_unsynced).synchronised(0.0)

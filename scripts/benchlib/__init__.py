@@ -1,0 +1,17 @@
+"""The benchmark behind `scripts/bench`: edged against llama.cpp's own tools and raw llama-cpp-python.
+
+Modules, in the order a run uses them:
+  settings      command-line settings and the fixed paths (repo, bench-work/, venv)
+  procs         child processes (always killed on exit) and /proc readers (RSS, CPU ticks)
+  load_monitor  is the machine idle? loadavg and the CPU time other processes use during the run
+  machine       CPU, memory, kernel and version facts for the report
+  build         llama-server and llama-bench built from the llama-cpp-python sdist's vendored llama.cpp
+  llama_bench   runs llama-bench and parses its JSON
+  prompts       the fixed chat prompts and the ~300-token system prompts of the prefix-cache scenario
+  samples       one request's timings and the median/percentile summaries
+  targets/      what is measured (registry: llama-server, raw llama-cpp-python, edged, in-process engine)
+  scenarios     what is done to each target (registry: chat, prefix-cache, added-ttft, idle-cpu)
+  compare       ratios between targets and edged's added TTFT
+  report        the stdout table and docs/benchmarks.md; plots draws the PNGs
+  cli           argument parsing and the run itself
+"""

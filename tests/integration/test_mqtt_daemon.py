@@ -1,0 +1,182 @@
+"""`edged serve --mqtt` through a real mosquitto (issue 4): sealed requests, presence, telemetry, junk, TLS, ACL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from edged.crypto.keys import load_private_key_file
+from edged.mqtt import MqttSettings
+from edged.mqtt.requester import SealedMqttClient
+from tests.e2e_keys import device_identity, new_client
+from tests.mosquitto import ACL_USERS, Mosquitto, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
+from tests.mqtt_probe import Probe, payload, status_is
+
+pytestmark = pytest.mark.slow
+DEVICE = "device-1"
+BODY = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 12, "stream": True}
+FAST_RECONNECT = {"EDGED_MQTT__BACKOFF_MIN_S": "0.1", "EDGED_MQTT__BACKOFF_MAX_S": "0.5"}
+# The test machine's kernel may report an unsynchronised clock although the host keeps time.
+TRUST_CLOCK = {"EDGED_E2E__CLOCK_POLICY": "trust-system-clock"}
+
+
+def settings(broker: Mosquitto, **extra) -> MqttSettings:
+    values = {"url": broker.url, "backoff_min_s": 0.05, "backoff_max_s": 0.3}
+    if broker.tls is not None:
+        values |= {"tls_ca_file": str(broker.tls.ca_cert), "tls_cert_file": str(broker.tls.client_cert),
+                   "tls_key_file": str(broker.tls.client_key)}
+    return MqttSettings.model_validate(values | extra)
+
+
+def provision(make_daemon, tmp_path: Path, broker_env: dict[str, str], prefix: str = "edged/clients/tester",
+              extra_args: tuple[str, ...] = ()):
+    d = make_daemon("--device-id", DEVICE, *extra_args, env={**TRUST_CLOCK, **broker_env})
+    fingerprint, identity = device_identity(d.state_dir)
+    client = new_client(tmp_path, d.state_dir, "tester", prefix)
+    return d, bytes.fromhex(identity), load_private_key_file(client.key_file)
+
+
+def asker(broker: Mosquitto, identity: bytes, key, prefix: str = "edged/clients/tester", **extra) -> SealedMqttClient:
+    return SealedMqttClient(settings(broker, **extra), device_id=DEVICE, client_key=key, device_identity=identity,
+                            response_prefix=prefix)
+
+
+def answer_text(events: list[dict]) -> str:
+    return "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+
+
+def test_sealed_request_through_the_broker_and_presence(make_daemon, tmp_path, mosquitto_plain):
+    broker = mosquitto_plain
+    d, identity, key = provision(make_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url, **FAST_RECONNECT})
+    with Probe(settings(broker), f"edged/{DEVICE}/status") as probe:
+        d.start()
+        birth = payload(probe.wait_for(status_is(f"edged/{DEVICE}/status", "online"), "birth"))
+        assert birth["model"]["format"] == "gguf" and birth["profile"] and "sealed-requests" in birth["capabilities"]
+        with asker(broker, identity, key) as client:
+            events = list(client.ask(BODY))
+        assert answer_text(events).strip() and events[-1]["edged"]["profile"]
+        d.kill()  # kill -9: the broker publishes the will
+        will = payload(probe.wait_for(status_is(f"edged/{DEVICE}/status", "offline"), "will after kill -9"))
+        assert will["bdseq"] == birth["bdseq"]
+        d.start()
+        second = payload(probe.wait_for(lambda m: m.payload != probe.seen[0].payload and
+                                        status_is(f"edged/{DEVICE}/status", "online")(m), "second birth"))
+        assert second["bdseq"] > birth["bdseq"]
+        assert d.stop(signal.SIGTERM) == 0
+        stopped = payload(probe.wait_for(status_is(f"edged/{DEVICE}/status", "stopped"), "stopped"))
+        assert stopped["bdseq"] == second["bdseq"]
+
+
+def test_junk_and_duplicates_on_the_request_topic(make_daemon, tmp_path, mosquitto_plain):
+    broker = mosquitto_plain
+    d, identity, key = provision(make_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url})
+    d.start()
+    with asker(broker, identity, key) as client, Probe(settings(broker), client_id="junk") as junk:
+        time.sleep(0)  # the probe's link connects in the background; publishes queue until then
+        for i in range(1000):
+            body = json.dumps(BODY).encode() if i % 2 else bytes([i % 256]) * (i % 300 + 1)
+            junk.link.publish(f"edged/{DEVICE}/req", body, qos=1)
+        sealed = client.seal(BODY)
+        client.send(sealed)
+        client.send(sealed)  # a duplicate delivery: answered once
+        events = list(client.events(sealed))
+        assert answer_text(events).strip()
+        more = client.seal(BODY)
+        client.send(more)
+        assert list(client.events(more))[-1]["edged"]
+    status = d.status()
+    assert sum(status["sealed_rejects"].values()) >= 1000
+    assert status["sealed_rejects"].get("replay") == 1
+    assert status["requests"].get("ok") == 2
+    assert d.stop() == 0
+
+
+class PersistentCollector:
+    """A plain paho subscriber with a persistent session, so no telemetry is lost while it reconnects."""
+
+    def __init__(self, broker: Mosquitto, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[dict] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="collector",
+                                  protocol=mqtt.MQTTv311, clean_session=False)
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = lambda c, u, m: self.messages.append(json.loads(m.payload))
+        self.client.connect(broker.url.split("//")[1].split(":")[0], broker.port)
+        self.client.loop_start()
+
+    def wait_for(self, predicate, what: str, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not any(predicate(m) for m in list(self.messages)):
+            if time.monotonic() > end:
+                raise AssertionError(f"gave up waiting for {what}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_broker_outage_reconnects_and_telemetry_arrives_exactly_once(make_daemon, tmp_path):
+    broker = Mosquitto(tmp_path / "broker", persistence=True).start()
+    collector = PersistentCollector(broker, f"edged/{DEVICE}/telemetry")
+    try:
+        env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1", **FAST_RECONNECT}
+        d, identity, key = provision(make_daemon, tmp_path, env)
+        d.start()
+        collector.wait_for(lambda m: m.get("kind") == "edged.device", "first device record")
+        broker.stop()
+        time.sleep(10)  # the outage: the daemon keeps making a record every second
+        broker.start()
+        reconnected = lambda: sum(1 for line in d.log_lines() if line.get("event") == "mqtt connected") >= 2
+        d.wait_for_log(lambda line: reconnected())  # requests sent while a device is offline are lost by design
+        with asker(broker, identity, key) as client:
+            assert answer_text(list(client.ask(BODY))).strip()
+        collector.wait_for(lambda m: m.get("historical") is True, "historical backlog")
+        collector.wait_for(lambda m: m.get("kind") == "edged.request", "request record")
+        collector.wait_for(lambda m: m.get("kind") == "edged.device" and not m.get("historical")
+                           and m["seq"] > max(x["seq"] for x in collector.messages if x.get("historical")),
+                           "a live record after the backlog")
+        assert d.stop() == 0
+        seqs = [m["seq"] for m in collector.messages]
+        assert len(seqs) == len(set(seqs)), f"a record arrived twice: {seqs}"
+        assert sorted(seqs) == list(range(min(seqs), min(seqs) + len(seqs))), f"gap in {sorted(seqs)}"
+        assert sum(1 for m in collector.messages if m.get("historical")) >= 5
+    finally:
+        collector.close()
+        broker.stop()
+
+
+def test_tls_with_client_certificates(make_daemon, tmp_path, mosquitto_tls):
+    broker = mosquitto_tls
+    tls = broker.tls
+    env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__TLS_CA_FILE": str(tls.ca_cert),
+           "EDGED_MQTT__TLS_CERT_FILE": str(tls.client_cert), "EDGED_MQTT__TLS_KEY_FILE": str(tls.client_key)}
+    d, identity, key = provision(make_daemon, tmp_path, env)
+    d.start()
+    with asker(broker, identity, key) as client:
+        assert answer_text(list(client.ask(BODY))).strip()
+    assert d.stop() == 0
+
+
+def test_acl_broker_with_password_file(make_daemon, tmp_path, mosquitto_acl):
+    broker = mosquitto_acl
+    device_user, operator = broker.user("device-1"), broker.user("operator")
+    password_file = tmp_path / "device-password"
+    password_file.write_text(device_user.password)
+    prefix = f"edged/{DEVICE}/resp/tester"  # writable by the device, readable by the operator (see ACL_USERS)
+    env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__USERNAME": device_user.name,
+           "EDGED_MQTT__PASSWORD_FILE": str(password_file)}
+    d, identity, key = provision(make_daemon, tmp_path, env, prefix=prefix)
+    d.start()
+    operator_password = tmp_path / "operator-password"
+    operator_password.write_text(operator.password)
+    with asker(broker, identity, key, prefix=prefix, username=operator.name,
+               password_file=str(operator_password)) as client:
+        assert answer_text(list(client.ask(BODY))).strip()
+    assert d.stop() == 0

@@ -1,0 +1,57 @@
+"""A tiny observer on a test broker: collects messages on topic filters, waits for one that matches."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from typing import Any, Callable
+
+from edged.mqtt import InboundMessage, MqttLink, MqttSettings
+
+
+class Probe:
+    def __init__(self, settings: MqttSettings, *filters: str, client_id: str = "probe") -> None:
+        self.messages: queue.Queue[InboundMessage] = queue.Queue()
+        self.seen: list[InboundMessage] = []
+        self.link = MqttLink(settings, client_id=client_id)
+        for topic_filter in filters:
+            self.link.subscribe(topic_filter, 1, self.messages.put)
+
+    def __enter__(self) -> "Probe":
+        self.link.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.link.stop()
+
+    def wait_for(self, predicate: Callable[[InboundMessage], bool], what: str, timeout: float = 30.0) -> InboundMessage:
+        for message in self.seen:
+            if predicate(message):
+                return message
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.messages.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"gave up waiting for {what}; saw {[m.topic for m in self.seen][-20:]}") from None
+            self.seen.append(message)
+            if predicate(message):
+                return message
+
+    def drain(self) -> list[InboundMessage]:
+        while True:
+            try:
+                self.seen.append(self.messages.get_nowait())
+            except queue.Empty:
+                return self.seen
+
+
+def status_is(topic: str, state: str) -> Callable[[InboundMessage], bool]:
+    def check(message: InboundMessage) -> bool:
+        return message.topic == topic and json.loads(message.payload).get("state") == state
+    return check
+
+
+def payload(message: InboundMessage) -> dict[str, Any]:
+    return json.loads(message.payload)
