@@ -51,6 +51,9 @@ class Core:
         self._running: Job | None = None
         self._accepting = True
         self._dispatcher: asyncio.Task[None] | None = None
+        # Held while a request runs and while the model is swapped: a swap waits for the running
+        # request, and queued requests wait for the swap, then run on the new model.
+        self._model_lock = asyncio.Lock()
         self._last_activity = time.monotonic()
         self.observers: list[Callable[[RequestSummary], None]] = []
         self.profile_observers: list[Callable[[str, str], None]] = []
@@ -162,7 +165,9 @@ class Core:
                 continue
             self._running = job
             try:
-                await self._run(job)
+                async with self._model_lock:
+                    if not job.finished:  # it may have expired while a model swap held the lock
+                        await self._run(job)
             except Exception:  # the dispatcher must survive anything one request does
                 logger.exception("request failed unexpectedly", request_id=job.request_id)
                 self._finish_error(job, RequestError("internal error; see the daemon log"), code="internal")
@@ -264,6 +269,15 @@ class Core:
         logger.info("request", **summary.__dict__)
         for observer in self.observers:
             observer(summary)
+
+    async def swap_engine(self, engine: Any) -> Any:
+        """Put a new engine in place once the running request (if any) has finished; returns its ModelInfo.
+
+        Raises EngineError when the new model does not load; the worker is then without a model
+        and the caller swaps the previous engine back.
+        """
+        async with self._model_lock:
+            return await self._worker.replace_engine(engine, engine_settings(self.profile))
 
     # ---- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -66,6 +66,12 @@ class ModelWorker:
         self.info = None
         logger.info("model unloaded")
 
+    async def replace_engine(self, engine: Engine, settings: EngineSettings) -> ModelInfo:
+        """Unload the current model and load `engine` in its place; on failure the caller swaps back."""
+        await self.unload()
+        self._engine = engine
+        return await self.load(settings)
+
     async def generate(self, messages: list[ChatMessage] | None, prompt: str | None,
                        params: SamplingParams, sink: TokenSink) -> GenerationResult:
         if self.info is None:

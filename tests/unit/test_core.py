@@ -178,3 +178,22 @@ def test_drain_cancels_what_does_not_finish():
     cancelled, events, queued = run(main())
     assert cancelled == 2
     assert events[-1].code == "cancelled" and queued[-1].code == "cancelled"
+
+
+def test_swap_waits_for_the_running_request_and_queued_ones_use_the_new_model():
+    async def main():
+        old, new = FakeEngine(tokens=3, delay_s=0.01), FakeEngine(tokens=2)
+        core = await make_core(old)
+        running = core.submit(request(), transport="t", peer="p")
+        await asyncio.sleep(0.005)
+        swap = asyncio.create_task(core.swap_engine(new))
+        queued = core.submit(request(), transport="t", peer="p")
+        first, second = await collect(running), await collect(queued)
+        info = await swap
+        await core.stop()
+        return first, second, info, old, new
+
+    first, second, info, old, new = run(main())
+    assert first[-1].usage.completion_tokens == 3 and old.unloads == 1  # finished on the old model
+    assert second[-1].usage.completion_tokens == 2 and new.loads == 1  # ran on the new one
+    assert info.name == "fake"
