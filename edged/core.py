@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import structlog
 
 from edged.config import RequestLimits
+from edged.crypto.allowlist import RateLimiter
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.worker import ModelWorker
 from edged.errors import BadRequest, Busy, EngineError, RequestError
@@ -59,6 +60,7 @@ class Core:
         self.profile_observers: list[Callable[[str, str], None]] = []
         self.reject_observers: list[Callable[[str], None]] = []
         self.counts: dict[str, int] = {}
+        self._rate = RateLimiter()
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,6 +108,10 @@ class Core:
             raise self._reject(Busy("the daemon is stopping; retry on another device or later"))
         if request.priority not in admission.priorities:
             raise self._reject(Busy(f"profile {self.profile.name!r} admits only {', '.join(admission.priorities)}"))
+        if admission.requests_per_minute and not self._rate.allow(
+                (client or peer).encode(), admission.requests_per_minute, time.monotonic()):
+            raise self._reject(Busy(f"over the {admission.requests_per_minute} requests/minute that profile "
+                                    f"{self.profile.name!r} allows per client; retry later"))
         if len(self._queue) >= admission.queue_length:
             raise self._reject(Busy(f"queue full ({admission.queue_length} waiting); retry later"))
         if request.prompt_chars() > self._limits.max_prompt_chars:

@@ -65,7 +65,8 @@ class FixedEnergy:
 
 
 def make_profile(name: str = "test", queue_length: int = 8, priorities=("interactive", "normal", "background"),
-                 max_tokens: int = 64, unload_after_s: float | None = None, max_tokens_per_s: float | None = None):
+                 max_tokens: int = 64, unload_after_s: float | None = None, max_tokens_per_s: float | None = None,
+                 requests_per_minute: int | None = None):
     pace = {"duty_cycle": 1.0}
     if max_tokens_per_s:
         pace["max_tokens_per_s"] = max_tokens_per_s
@@ -74,5 +75,6 @@ def make_profile(name: str = "test", queue_length: int = 8, priorities=("interac
         "name": name, "description": "test profile",
         "engine": {"threads": 1, "batch": 64, "context": 512, "kv_cache_type": "f16", "mmap": True, "mlock": False,
                    "max_tokens": max_tokens},
-        "pace": pace, "admission": {"queue_length": queue_length, "priorities": list(priorities)},
+        "pace": pace, "admission": {"queue_length": queue_length, "priorities": list(priorities),
+                      **({"requests_per_minute": requests_per_minute} if requests_per_minute else {})},
         "idle": idle, "updates": {"allow_downloads": True}}, "test")

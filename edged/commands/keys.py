@@ -111,7 +111,7 @@ def cmd_allow_add(args: argparse.Namespace) -> int:
         return _err(f"--expires {args.expires!r}: {exc}")
     try:
         entry = ClientEntry(label=args.label, public_key=args.public_key, response_prefix=args.response_prefix,
-                            expires=expires, requests_per_minute=args.rpm)
+                            expires=expires, requests_per_minute=args.rpm, commands=args.commands)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                              for e in exc.errors())
@@ -213,6 +213,8 @@ def register(subparsers: Any) -> None:
                      help="MQTT topic prefix the client's responses may go to, or 'local' for the Unix socket")
     add.add_argument("--expires", help="ISO 8601 time with offset after which the entry stops working")
     add.add_argument("--rpm", type=int, default=None, help="requests per minute allowed (default: unlimited)")
+    add.add_argument("--commands", action="store_true",
+                     help="also allow operator commands over MQTT (profile override, status refresh)")
     add.set_defaults(func=cmd_allow_add)
 
     remove = _sub(allow_actions, "remove", "revoke a client by label or public key",

@@ -45,6 +45,8 @@ class ClientEntry(BaseModel):
                                  description="MQTT topic prefix responses may go to, or 'local' for the Unix socket")
     expires: datetime | None = Field(default=None, description="entry stops working at this time (with a UTC offset)")
     requests_per_minute: int | None = Field(default=None, ge=1, le=100_000, description="rate limit; unset = unlimited")
+    commands: bool = Field(default=False, description="may send operator commands (profile override, status "
+                                                      "refresh) on the device's commands topic")
 
     @field_validator("public_key")
     @classmethod
@@ -102,6 +104,7 @@ class AllowedClient:
     response_prefix: str
     expires_at: float | None
     requests_per_minute: int | None
+    commands: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,7 @@ def _index(parsed: AllowListFile) -> dict[bytes, AllowedClient]:
             verify_key=Ed25519PublicKey.from_public_bytes(entry.public_bytes),
             response_prefix=entry.response_prefix,
             expires_at=entry.expires.timestamp() if entry.expires is not None else None,
-            requests_per_minute=entry.requests_per_minute,
+            requests_per_minute=entry.requests_per_minute, commands=entry.commands,
         )
         for entry in parsed.clients
     }

@@ -52,6 +52,8 @@ def render_client(entry: ClientEntry) -> str:
         lines.append(f"expires = {_toml_datetime(entry.expires)}")
     if entry.requests_per_minute is not None:
         lines.append(f"requests_per_minute = {entry.requests_per_minute}")
+    if entry.commands:
+        lines.append("commands = true")
     return "\n".join(lines) + "\n"
 
 

@@ -94,11 +94,18 @@ class SealedGateway:
 
     def admit(self, exchange: SealedExchange) -> ChatRequest:
         """The client's rate and the request body; the RequestErrors raised here are answered sealed."""
+        self.check_rate(exchange)
+        return exchange.parse()
+
+    def check_rate(self, exchange: SealedExchange) -> None:
         opened = exchange.opened
         if not self.rate.allow(opened.client_pub, opened.requests_per_minute, time.monotonic()):
             self._count("rate_limit")
             raise Busy(f"client {opened.client_label!r} is over its {opened.requests_per_minute} requests/minute")
-        return exchange.parse()
+
+    def may_command(self, exchange: SealedExchange) -> bool:
+        client = self.allow_list.lookup(exchange.opened.client_pub, time.time())
+        return client is not None and client.commands
 
     def _count(self, reason: str) -> None:
         with self._rejects_lock:

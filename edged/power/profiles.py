@@ -18,6 +18,7 @@ Priority = Literal["interactive", "normal", "background"]
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+MIN_BUDGET_TOKENS_PER_S = 4.0
 
 
 class EngineSettings(BaseModel):
@@ -64,7 +65,9 @@ class PaceSettings(BaseModel):
         if self.max_tokens_per_s is not None:
             caps.append(self.max_tokens_per_s)
         if self.power_budget_w is not None and joules_per_token is not None and joules_per_token > 0:
-            caps.append(self.power_budget_w / joules_per_token)
+            # A budget below the board's idle power can never be met; slowing further only stretches
+            # requests towards their deadlines, so the budget's cap stops at a floor.
+            caps.append(max(self.power_budget_w / joules_per_token, MIN_BUDGET_TOKENS_PER_S))
         return min(caps) if caps else None
 
     def pause_after_token(self, token_seconds: float, joules_per_token: float | None) -> float:

@@ -150,4 +150,4 @@ class TelemetryPublisher:
             uptime_s=time.monotonic() - self._started, sample=self._sampler.sample(),
             metrics=self.metrics.snapshot(reset_histograms=True), spool=self._spool.stats(),
             power=self._power_state(), queue_depth=state["queue_depth"], profile=state["profile"],
-            governor_reason=state["governor_reason"])
+            governor_reason=state["governor_reason"][:200])

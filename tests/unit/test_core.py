@@ -197,3 +197,17 @@ def test_swap_waits_for_the_running_request_and_queued_ones_use_the_new_model():
     assert first[-1].usage.completion_tokens == 3 and old.unloads == 1  # finished on the old model
     assert second[-1].usage.completion_tokens == 2 and new.loads == 1  # ran on the new one
     assert info.name == "fake"
+
+
+def test_per_client_rate_from_the_profile():
+    async def main():
+        core = await make_core(FakeEngine(tokens=1), make_profile(requests_per_minute=2))
+        jobs = [core.submit(request(), transport="t", peer="p", client="alice") for _ in range(2)]
+        with pytest.raises(Busy, match="requests/minute"):
+            core.submit(request(), transport="t", peer="p", client="alice")
+        jobs.append(core.submit(request(), transport="t", peer="p", client="bob"))  # another client is not limited
+        for job in jobs:
+            await collect(job)
+        await core.stop()
+
+    run(main())

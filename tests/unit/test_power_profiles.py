@@ -251,3 +251,11 @@ def test_cli_dir_option_and_its_errors(tmp_path: Path, balanced_text: str,
     assert "balanced" in capsys.readouterr().out
     assert run_cli("profiles", "list", "--dir", str(tmp_path / "none")) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unreachable_power_budget_stops_at_a_floor():
+    from edged.power.profiles import MIN_BUDGET_TOKENS_PER_S, PaceSettings
+
+    pace = PaceSettings(duty_cycle=1.0, power_budget_w=5.0)
+    assert pace.token_rate_cap(0.1) == 50.0
+    assert pace.token_rate_cap(100.0) == MIN_BUDGET_TOKENS_PER_S  # 5 W at 100 J/token would be 0.05 tok/s
