@@ -128,7 +128,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# These need none of the command groups: skipping their imports keeps `edged serve` fast to start.
+CORE_COMMANDS = ("serve", "ask", "status", "check-config", "profile")
+
+
+def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edged", description="edged: an inference daemon for edge devices.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
@@ -190,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile_set.add_argument("name")
     profile_set.set_defaults(func=cmd_profile_set)
 
-    _register_groups(sub)
+    if with_groups:
+        _register_groups(sub)
     return parser
 
 
@@ -205,10 +210,14 @@ def _register_groups(sub: Any) -> None:
     from edged.commands import fleet_keys
 
     fleet_keys.register(fleet_sub)
+    from edged.commands import fleet_watch
+
+    fleet_watch.register(fleet_sub)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_groups=not argv or argv[0] not in CORE_COMMANDS)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -114,7 +114,8 @@ class Daemon:
         first = self.governor.decide(self.energy.sample(), time.monotonic())
         logger.info("power profile", profile=first.profile_name, reason=first.reason)
         self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy)
-        await self.core.start()
+        # The model loads on its thread while keys and transports come up; READY waits for both.
+        model_loading = asyncio.create_task(self.core.start(), name="model-load")
         from edged.crypto.gateway import SealedGateway
 
         self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
@@ -131,6 +132,7 @@ class Daemon:
         await self.transport.start()
         if self.config.mqtt is not None:
             await self._start_mqtt(self.config.mqtt)
+        await model_loading
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
         self._tasks.append(asyncio.create_task(self._govern_forever(), name="governor"))
@@ -153,6 +155,10 @@ class Daemon:
         self.presence.link = self.link
         self.mqtt_transport = MqttRequestTransport(self.link, topics, self.core, self.gateway, self._model_name)
         await self.mqtt_transport.start()
+        from edged.transports.mqtt_commands import MqttCommands
+
+        self.mqtt_commands = MqttCommands(self.link, topics, self.gateway, self._remote_profile, self._remote_status)
+        await self.mqtt_commands.start()
         self.prekey_hooks.append(self.presence.publish_prekey)
         self.core.profile_observers.append(lambda name, reason: self.presence.birth())
         if self.config.telemetry.enabled:
@@ -173,6 +179,17 @@ class Daemon:
         self.core.observers.append(self.telemetry.on_request)
         self.core.reject_observers.append(self.telemetry.metrics.record_reject)
         await self.telemetry.start()
+
+    def _remote_profile(self, name: str) -> dict[str, Any]:
+        if name != "auto" and name not in self.profiles:
+            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
+        logger.info("remote profile override", profile=name)
+        reply = self.override_profile(name, "remote")
+        return reply
+
+    def _remote_status(self) -> dict[str, Any]:
+        self.presence.birth()
+        return self.status()
 
     def _mqtt_connected(self, event: Any) -> None:  # paho's thread
         self.presence.birth()
@@ -229,6 +246,7 @@ class Daemon:
             await self.transport.close_connections()
         if getattr(self, "mqtt_transport", None) is not None:
             await self.mqtt_transport.close()
+            await self.mqtt_commands.close()
         if getattr(self, "telemetry", None) is not None:
             await self.telemetry.stop()
         if getattr(self, "link", None) is not None:

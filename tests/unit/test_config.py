@@ -58,3 +58,12 @@ def test_missing_file(tmp_path: Path):
 def test_bad_env_value():
     with pytest.raises(ConfigError, match="socket.mode"):
         load_config(None, environ={"EDGED_SOCKET__MODE": "loud"})
+
+
+def test_version_matches_pyproject():
+    import tomllib
+
+    import edged
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == edged.__version__
