@@ -210,9 +210,10 @@ def _register_groups(sub: Any) -> None:
     from edged.commands import fleet_keys
 
     fleet_keys.register(fleet_sub)
-    from edged.commands import fleet_watch
+    from edged.commands import fleet_command, fleet_watch
 
     fleet_watch.register(fleet_sub)
+    fleet_command.register(fleet_sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,10 +77,17 @@ class SealedMqttClient:
             raise TransportError(f"no prekey record on {self.topics.prekey}: is the device online?")
         return self._prekey
 
-    def seal(self, body: dict[str, Any] | bytes) -> SealedRequest:
+    def seal(self, body: dict[str, Any] | bytes, request_topic: str | None = None) -> SealedRequest:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return SealedRequest.build(client_key=self._client_key, prekey=self.prekey(), identity_pub=self._identity,
-                                   request_topic=self.topics.request, resp_topic=self._resp_topic, body=data)
+                                   request_topic=request_topic or self.topics.request, resp_topic=self._resp_topic,
+                                   body=data)
+
+    def command(self, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """Send an operator command (docs/protocol.md, Commands) and return the device's answer."""
+        sealed = self.seal(body, request_topic=self.topics.commands)
+        self.link.publish(self.topics.commands, sealed.data, qos=1)
+        return next(self.events(sealed, timeout))
 
     def send(self, sealed: SealedRequest) -> None:
         self.link.publish(self.topics.request, sealed.data, qos=1)

@@ -11,7 +11,7 @@ import pytest
 
 from edged.crypto.keys import load_private_key_file
 from edged.mqtt import MqttSettings
-from edged.mqtt.requester import SealedMqttClient
+from edged.mqtt.requester import RemoteMqttError, SealedMqttClient
 from tests.e2e_keys import device_identity, new_client
 from tests.mosquitto import ACL_USERS, Mosquitto, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
 from tests.mqtt_probe import Probe, payload, status_is
@@ -179,4 +179,49 @@ def test_acl_broker_with_password_file(make_daemon, tmp_path, mosquitto_acl):
     with asker(broker, identity, key, prefix=prefix, username=operator.name,
                password_file=str(operator_password)) as client:
         assert answer_text(list(client.ask(BODY))).strip()
+    assert d.stop() == 0
+
+
+def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_daemon, tmp_path, mosquitto_plain):
+    import subprocess
+    import sys
+
+    broker = mosquitto_plain
+    env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1"}
+    d, identity, key = provision(make_daemon, tmp_path, env)  # "tester" may not send commands
+    operator = new_client(tmp_path, d.state_dir, "operator", "edged/clients/operator", extra=("--commands",))
+    d.start()
+
+    def command(client: SealedMqttClient, body: dict) -> dict:
+        return client.command(body)
+
+    with asker(broker, identity, key) as stranger:
+        with pytest.raises(RemoteMqttError) as err:
+            command(stranger, {"command": "profile", "set": "eco"})
+        assert err.value.code == "unauthorized"
+    with SealedMqttClient(settings(broker), device_id=DEVICE, client_key=load_private_key_file(operator.key_file),
+                          device_identity=identity, response_prefix="edged/clients/operator") as boss:
+        reply = command(boss, {"command": "profile", "set": "eco"})
+        assert reply["ok"] and reply["profile"] == "eco" and reply["overrides"] == {"remote": "eco"}
+        with pytest.raises(RemoteMqttError) as err:
+            command(boss, {"command": "profile", "set": "warp"})
+        assert err.value.code == "bad_request"
+        with pytest.raises(RemoteMqttError):
+            command(boss, {"command": "reboot"})
+        assert command(boss, {"command": "status"})["profile"] == "eco"
+    assert d.status()["profile"] == "eco"
+    cli = subprocess.run([sys.executable, "-m", "edged", "fleet", "command", "--mqtt", broker.url, "--device", DEVICE,
+                          "--client-key", str(operator.key_file), "--device-identity", identity.hex(),
+                          "--response-prefix", "edged/clients/operator", "status"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["profile"] == "eco"
+
+    watch = subprocess.run([sys.executable, "-m", "edged", "fleet", "watch", "--mqtt", broker.url, "--json",
+                            "--duration", "3"], capture_output=True, text=True, timeout=60)
+    assert watch.returncode == 0, watch.stderr
+    views = [json.loads(line) for line in watch.stdout.splitlines() if line.startswith("{")]
+    mine = [v for v in views if v["device_id"] == DEVICE]
+    assert mine and mine[-1]["status"] == "online" and mine[-1]["profile"] == "eco"
+    assert any(v["last_telemetry"] for v in mine)
     assert d.stop() == 0
