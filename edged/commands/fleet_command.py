@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
@@ -20,7 +21,7 @@ def cmd_fleet_command(args: argparse.Namespace) -> int:
         raise ConfigError("--device-identity must be the device's identity key in hex (edged keys show)") from None
     body: dict[str, Any] = ({"command": "status"} if args.action == "status"
                             else {"command": "profile", "set": args.profile})
-    with SealedMqttClient(mqtt_settings(args), device_id=args.device, client_key=load_private_key_file(args.client_key),
+    with SealedMqttClient(mqtt_settings(args), device_id=args.device, client_key=load_private_key_file(Path(args.client_key)),
                           device_identity=identity, response_prefix=args.response_prefix) as client:
         print(json.dumps(client.command(body, timeout=args.timeout), indent=2))
     return 0
