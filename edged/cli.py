@@ -220,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(with_groups=not argv or argv[0] not in CORE_COMMANDS)
     args = parser.parse_args(argv)
+    if args.func is not cmd_serve:
+        from edged.log import configure_logging
+
+        # Tools print their results on stdout; their own log lines go to stderr, warnings and up.
+        configure_logging(level="warning", fmt="console", stream=sys.stderr)
     try:
         return int(args.func(args))
     except ConfigError as exc:
