@@ -8,19 +8,10 @@ import struct
 from pathlib import Path
 from typing import Any, Iterator
 
-from edged.errors import EdgedError, TransportError
+from edged.errors import RemoteError, TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json
 
 _LENGTH = struct.Struct(">I")
-
-
-class RemoteError(EdgedError):
-    """The daemon answered with an error object."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class SocketClient:

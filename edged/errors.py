@@ -11,6 +11,7 @@
     │   ├── Cancelled            cancelled: client went away or daemon stopping
     │   ├── ModelUnavailable     model_unavailable: no model loaded or it failed to load
     │   └── InternalError        internal
+    ├── RemoteError              a client got an error object from the daemon; ``code`` is its wire code
     ├── StreamError              a response stream failed a client-side check (spec section 4)
     ├── EngineError              the engine failed to load or run a model
     ├── SensorError              a power sensor could not be read or parsed
@@ -80,6 +81,15 @@ class ModelUnavailable(RequestError):
 
 class InternalError(RequestError):
     code = "internal"
+
+
+class RemoteError(EdgedError):
+    """The daemon answered a client's request with an error object (seen from the client side)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class StreamError(EdgedError):

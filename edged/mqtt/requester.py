@@ -11,18 +11,11 @@ from typing import Any, Iterator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.crypto.client import PrekeyInfo, SealedRequest, verify_prekey_record
-from edged.errors import EdgedError, TransportError
+from edged.errors import EdgedError, RemoteError, TransportError
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
 from edged.transports.topics import DeviceTopics
-
-
-class RemoteMqttError(EdgedError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class SealedMqttClient:
@@ -111,7 +104,7 @@ class SealedMqttClient:
                 continue  # not ours, replayed or forged: the opener refuses it and the stream goes on
             event = json.loads(chunk.plaintext)
             if "error" in event:
-                raise RemoteMqttError(event["error"]["code"], event["error"]["message"])
+                raise RemoteError(event["error"]["code"], event["error"]["message"])
             yield event
             if chunk.final:
                 return

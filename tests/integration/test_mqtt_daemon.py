@@ -11,7 +11,8 @@ import pytest
 
 from edged.crypto.keys import load_private_key_file
 from edged.mqtt import MqttSettings
-from edged.mqtt.requester import RemoteMqttError, SealedMqttClient
+from edged.errors import RemoteError
+from edged.mqtt.requester import SealedMqttClient
 from tests.e2e_keys import device_identity, new_client
 from tests.mosquitto import ACL_USERS, Mosquitto, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
 from tests.mqtt_probe import Probe, payload, status_is
@@ -196,17 +197,17 @@ def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_daem
         return client.command(body)
 
     with asker(broker, identity, key) as stranger:
-        with pytest.raises(RemoteMqttError) as err:
+        with pytest.raises(RemoteError) as err:
             command(stranger, {"command": "profile", "set": "eco"})
         assert err.value.code == "unauthorized"
     with SealedMqttClient(settings(broker), device_id=DEVICE, client_key=load_private_key_file(operator.key_file),
                           device_identity=identity, response_prefix="edged/clients/operator") as boss:
         reply = command(boss, {"command": "profile", "set": "eco"})
         assert reply["ok"] and reply["profile"] == "eco" and reply["overrides"] == {"remote": "eco"}
-        with pytest.raises(RemoteMqttError) as err:
+        with pytest.raises(RemoteError) as err:
             command(boss, {"command": "profile", "set": "warp"})
         assert err.value.code == "bad_request"
-        with pytest.raises(RemoteMqttError):
+        with pytest.raises(RemoteError):
             command(boss, {"command": "reboot"})
         assert command(boss, {"command": "status"})["profile"] == "eco"
     assert d.status()["profile"] == "eco"
