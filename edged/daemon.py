@@ -92,6 +92,11 @@ class Daemon:
         from edged.power.energy import EnergyMeter  # noqa: PLC0415  (power detection is start-up work)
         from edged.power.profiles import builtin_profiles_dir, load_profiles
 
+        if self.config.updates is not None:
+            from edged.fleet.slots import resolve_active_model
+
+            # Finish or undo a half-done model update first, so the daemon starts on a valid model.
+            self.model_path = resolve_active_model(self.state_dir) or self.model_path
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edged.power.governor import Governor
 
@@ -130,9 +135,9 @@ class Daemon:
             model_name=self._model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()
+        await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             await self._start_mqtt(self.config.mqtt)
-        await model_loading
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
         self._tasks.append(asyncio.create_task(self._govern_forever(), name="governor"))
@@ -163,6 +168,12 @@ class Daemon:
         self.core.profile_observers.append(lambda name, reason: self.presence.birth())
         if self.config.telemetry.enabled:
             await self._start_telemetry(topics)
+        if self.config.updates is not None:
+            from edged.fleet.service import UpdateService
+
+            self.updates = UpdateService(self.config.updates, self.state_dir, self.config.device_id, self.link,
+                                         topics, self)
+            await self.updates.start()
         self.link.start()
 
     async def _start_telemetry(self, topics: Any) -> None:
@@ -247,6 +258,8 @@ class Daemon:
         if getattr(self, "mqtt_transport", None) is not None:
             await self.mqtt_transport.close()
             await self.mqtt_commands.close()
+        if getattr(self, "updates", None) is not None:
+            await self.updates.stop()
         if getattr(self, "telemetry", None) is not None:
             await self.telemetry.stop()
         if getattr(self, "link", None) is not None:
