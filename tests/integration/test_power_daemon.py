@@ -7,43 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from edged.power.profiles import builtin_profiles_dir
+from tests.profiles import profile_toml, profiles_dir
 
 LONG = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4,", "max_tokens": 48, "stream": True}
-
-PROFILE = """
-name = "{name}"
-description = "test profile"
-[engine]
-threads = 2
-batch = 256
-context = 2048
-kv_cache_type = "f16"
-mmap = true
-mlock = false
-max_tokens = 512
-[pace]
-{pace}
-duty_cycle = 1.0
-[admission]
-queue_length = 4
-priorities = ["interactive", "normal", "background"]
-[idle]
-{idle}
-[updates]
-allow_downloads = true
-"""
-
-
-def profiles_dir(tmp_path: Path, **extra: str) -> Path:
-    directory = tmp_path / "profiles"
-    directory.mkdir()
-    for path in builtin_profiles_dir().glob("*.toml"):
-        (directory / path.name).write_bytes(path.read_bytes())
-    for name, text in extra.items():
-        (directory / f"{name}.toml").write_text(text)
-    return directory
-
 
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -61,7 +27,7 @@ def decode_rate(daemon) -> float:
 
 
 def test_pace_limited_profile_lowers_the_token_rate(make_daemon, tmp_path: Path):
-    directory = profiles_dir(tmp_path, paced=PROFILE.format(name="paced", pace="max_tokens_per_s = 8.0", idle=""))
+    directory = profiles_dir(tmp_path, paced=profile_toml("paced", pace="max_tokens_per_s = 8.0"))
     d = make_daemon("--profile", "performance", env={"EDGED_PROFILE__DIRECTORY": str(directory)}).start()
     free = decode_rate(d)
     with d.client() as client:
@@ -77,7 +43,7 @@ def test_pace_limited_profile_lowers_the_token_rate(make_daemon, tmp_path: Path)
 
 
 def test_idle_unload_frees_memory_and_reloads_on_demand(make_daemon, tmp_path: Path):
-    directory = profiles_dir(tmp_path, idler=PROFILE.format(name="idler", pace="", idle="unload_after_s = 1.0"))
+    directory = profiles_dir(tmp_path, idler=profile_toml("idler", idle="unload_after_s = 1.0"))
     d = make_daemon("--profile", "idler", env={"EDGED_PROFILE__DIRECTORY": str(directory)}).start()
     decode_rate(d)
     loaded_rss = rss_kib(d.proc.pid)

@@ -18,32 +18,10 @@ import pytest
 from edged.client import RemoteError, SocketClient
 from edged.errors import TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, encode_frame, encode_json
+from tests.profiles import profile_toml, profiles_dir
 
 QUESTION = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 24}
 LONG = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4,", "max_tokens": 1500, "stream": True}
-
-SLOW_PROFILE = """
-name = "slowq"
-description = "test: one waiting slot and a slow pace so requests overlap"
-[engine]
-threads = 2
-batch = 256
-context = 2048
-kv_cache_type = "f16"
-mmap = true
-mlock = false
-max_tokens = 2000
-[pace]
-max_tokens_per_s = 20.0
-duty_cycle = 1.0
-[admission]
-queue_length = 1
-priorities = ["interactive", "normal", "background"]
-[idle]
-[updates]
-allow_downloads = true
-"""
-
 
 def read_error(client: SocketClient) -> dict:
     kind, payload = client.read_frame()
@@ -147,12 +125,7 @@ def test_truncated_frame_then_hangup(daemon):
 
 
 def test_queue_full_gives_busy_immediately(make_daemon, tmp_path: Path):
-    from edged.power.profiles import builtin_profiles_dir
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    for p in builtin_profiles_dir().glob("*.toml"):
-        (profiles / p.name).write_bytes(p.read_bytes())
-    (profiles / "slowq.toml").write_text(SLOW_PROFILE)
+    profiles = profiles_dir(tmp_path, slowq=profile_toml("slowq", pace="max_tokens_per_s = 20.0", queue_length=1))
     d = make_daemon("--profile", "slowq", env={"EDGED_PROFILE__DIRECTORY": str(profiles)}).start()
     running, waiting = d.client(), d.client()
     first = running.ask(LONG)
