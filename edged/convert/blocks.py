@@ -43,6 +43,7 @@ class QuantMatrix:
 
     def dequantize(self) -> np.ndarray:
         q = unpack(self.packed, self.bits).astype(np.float32)  # [n, blocks, 32]
+        zp: np.ndarray | np.float32
         if self.zero_points is None:
             zp = np.float32(1 << (self.bits - 1))
         else:
@@ -51,6 +52,25 @@ class QuantMatrix:
         if self.bias is not None:
             values += self.bias[..., None]
         return values.reshape(self.n, -1)[:, :self.k]
+
+
+def stack_rows(parts: list[QuantMatrix]) -> QuantMatrix | None:
+    """One matrix with the rows of all parts (e.g. Q, K and V: one MatMulNBits instead of three), or None
+    when they differ in bit width or input size. Default zero points and missing biases are written out."""
+    first = parts[0]
+    if any(p.bits != first.bits or p.k != first.k or p.blocks != first.blocks for p in parts):
+        return None
+    zero_points = None
+    if any(p.zero_points is not None for p in parts):
+        default = pack(np.full((1, first.blocks), 1 << (first.bits - 1), np.uint8), first.bits)
+        zero_points = np.concatenate([p.zero_points if p.zero_points is not None else np.repeat(default, p.n, 0)
+                                      for p in parts])
+    bias = None
+    if any(p.bias is not None for p in parts):
+        bias = np.concatenate([p.bias if p.bias is not None else np.zeros((p.n, p.blocks), np.float32)
+                               for p in parts])
+    return QuantMatrix(np.concatenate([p.packed for p in parts]), np.concatenate([p.scales for p in parts]),
+                       zero_points, first.bits, first.k, bias)
 
 
 def pack(q: np.ndarray, bits: int) -> np.ndarray:

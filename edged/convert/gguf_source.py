@@ -44,7 +44,7 @@ class TokenizerMeta(BaseModel):
     pre: str = "default"
     tokens: list[str] = Field(min_length=1)
     token_type: list[int]
-    merges: list[str]
+    merges: list[str] = []  # absent for SentencePiece vocabularies, which tokenizer_json refuses by name
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     eot_token_id: int | None = None

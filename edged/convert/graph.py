@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from edged.convert.blocks import BLOCK, QuantMatrix
+from edged.convert.blocks import BLOCK, QuantMatrix, stack_rows
 
 OPSET = 17  # onnxruntime 1.14+; everything but MatMulNBits is a standard op
 MS_DOMAIN = "com.microsoft"
-# MatMulNBits' accuracy_level 4 multiplies with int8-quantized activations, as llama.cpp does for its
-# Q4/Q8 dot products: about twice as fast on CPUs with integer dot-product instructions.
-ACCURACY_LEVEL = 4
+# MatMulNBits' accuracy_level: 0 multiplies 4-bit weights in float32, so the graph computes exactly the
+# GGUF's weights (4, int8 activations as llama.cpp uses, was no faster end to end on SmolLM2). 8-bit
+# weights always use 4: onnxruntime has no fast float path for them (110 ms instead of 0.7 ms for the
+# 576 x 49152 output layer).
+ACCURACY_LEVEL = 0
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class _Graph:
 
         self.accuracy_level = accuracy_level
         self.helper = helper
-        self.nodes: list[object] = []
-        self.initializers: list[object] = []
+        self.nodes: list[Any] = []  # onnx NodeProto / TensorProto
+        self.initializers: list[Any] = []
         self._embedding: tuple[QuantMatrix, tuple[str, str, str | None, str | None]] | None = None
         self._count = 0
 
@@ -57,11 +59,28 @@ class _Graph:
         self._count += 1
         return f"{hint}_{self._count}"
 
-    def op(self, op_type: str, inputs: list[str], hint: str = "", domain: str = "", outputs: int = 1,
-           **attrs: object) -> str:
-        names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(self.helper.make_node(op_type, inputs, names, name=names[0], domain=domain, **attrs))
-        return names[0]
+    def op(self, op_type: str, inputs: list[str], hint: str = "", domain: str = "", output: str = "",
+           **attrs: Any) -> str:
+        """Add a node; `output` names its (graph) output, else a unique name is made from `hint`."""
+        name = output or self.name(hint or op_type.lower())
+        self.nodes.append(self.helper.make_node(op_type, inputs, [name], name=self.name(op_type), domain=domain,
+                                                **attrs))
+        return name
+
+    def matmuls(self, x: str, weights: list[QuantMatrix], hints: list[str]) -> list[str]:
+        """x times each weight; matrices sharing an input run as one MatMulNBits whose output is split
+        (fewer, larger kernels: decoding one token is dominated by per-node overhead)."""
+        stacked = stack_rows(weights) if len(weights) > 1 else None
+        if stacked is None:
+            return [self.matmul(x, w, h) for w, h in zip(weights, hints)]
+        both = self.matmul(x, stacked, "+".join(hints))
+        return self._split(both, [w.n for w in weights], hints)
+
+    def _split(self, x: str, sizes: list[int], hints: list[str]) -> list[str]:
+        names = [self.name(h) for h in hints]
+        self.nodes.append(self.helper.make_node("Split", [x, self.ints(*sizes)], names, name=self.name("Split"),
+                                                axis=-1))
+        return names
 
     def const(self, value: np.ndarray, hint: str = "c") -> str:
         from onnx import numpy_helper
@@ -82,16 +101,18 @@ class _Graph:
         return (self.const(weight.packed, f"{hint}.q"), self.const(weight.scales.reshape(-1), f"{hint}.scales"),
                 zp, bias)
 
-    def matmul(self, x: str, weight: QuantMatrix, hint: str) -> str:
+    def matmul(self, x: str, weight: QuantMatrix, hint: str, output: str = "") -> str:
         """x @ weight.T through MatMulNBits (+ the block-bias term of GGUF Q4_1 weights)."""
         q, scales, zp, bias = self._stored(weight, hint)
-        out = self.op("MatMulNBits", [x, q, scales] + ([zp] if zp else []), hint, MS_DOMAIN, K=weight.k,
-                      N=weight.n, bits=weight.bits, block_size=BLOCK, accuracy_level=self.accuracy_level)
+        out = self.op("MatMulNBits", [x, q, scales] + ([zp] if zp else []), hint, MS_DOMAIN,
+                      output="" if bias is not None else output, K=weight.k, N=weight.n, bits=weight.bits,
+                      block_size=BLOCK, accuracy_level=4 if weight.bits == 8 else self.accuracy_level)
         if bias is None:
             return out
         sums = self.op("ReduceSum", [self.op("Reshape", [x, self.ints(0, 0, -1, BLOCK)]), self.ints(-1)],
                        keepdims=0)  # [b, s, blocks]
-        return self.op("Add", [out, self.op("MatMul", [sums, self.op("Transpose", [bias], perm=[1, 0])])])
+        return self.op("Add", [out, self.op("MatMul", [sums, self.op("Transpose", [bias], perm=[1, 0])])],
+                       output=output)
 
     def embed(self, ids: str, table: QuantMatrix) -> str:
         """Gather rows of the quantized table and dequantize only those (no float table is ever stored)."""
@@ -100,13 +121,9 @@ class _Graph:
         values = self._unpack(self.op("Gather", [q, ids]), table.bits)  # [b, s, blocks, 32]
         per_row = self.ints(table.n, -1)
         scale = self.op("Gather", [self.op("Reshape", [scales, per_row]), ids])  # [b, s, blocks]
-        if zp is None:
-            zero = self.const(np.array(1 << (table.bits - 1), np.float32))
-        else:
-            packed = self.op("Unsqueeze", [self.op("Gather", [self.op("Reshape", [zp, per_row]), ids]), self.ints(-1)])
-            unpacked = self.op("Reshape", [self._unpack(packed, table.bits), self.ints(0, 0, -1)])
-            zero = self.op("Unsqueeze", [self.op("Slice", [unpacked, self.ints(0), self.ints(table.blocks),
-                                                           self.ints(2)]), self.ints(-1)])
+        if zp is not None:  # the converter rounds embeddings to 8 bits symmetric, or copies GGUF Q4/Q8 blocks
+            raise ValueError("embedding tables with explicit zero points are not supported")
+        zero = self.const(np.array(1 << (table.bits - 1), np.float32))
         scaled = self.op("Mul", [self.op("Sub", [values, zero]), self.op("Unsqueeze", [scale, self.ints(-1)])])
         if bias is not None:
             scaled = self.op("Add", [scaled, self.op("Unsqueeze", [self.op("Gather", [bias, ids]), self.ints(-1)])])
@@ -147,15 +164,17 @@ def _attention(g: _Graph, x: str, layer: int, weights: Weights, shape: DecoderSh
     heads, kv_heads, dim = shape.num_heads, shape.num_kv_heads, shape.head_dim
     p = f"layers.{layer}.attn"
 
-    def project(name: str, count: int) -> str:
-        out = g.matmul(x, weights.matrix(layer, name), f"{p}.{name[5:]}")
+    names = ("attn_q", "attn_k", "attn_v")
+    projected = g.matmuls(x, [weights.matrix(layer, n) for n in names], [f"{p}.{n[5:]}" for n in names])
+
+    def heads_first(out: str, count: int) -> str:
         return g.op("Transpose", [g.op("Reshape", [out, g.ints(0, 0, count, dim)])], perm=[0, 2, 1, 3])
 
-    q = _rope(g, project("attn_q", heads), cos, sin, dim // 2)
-    k = _rope(g, project("attn_k", kv_heads), cos, sin, dim // 2)
-    v = project("attn_v", kv_heads)
-    present_k = g.op("Concat", [past[0], k], axis=2)
-    present_v = g.op("Concat", [past[1], v], axis=2)
+    q = _rope(g, heads_first(projected[0], heads), cos, sin, dim // 2)
+    k = _rope(g, heads_first(projected[1], kv_heads), cos, sin, dim // 2)
+    v = heads_first(projected[2], kv_heads)
+    present_k = g.op("Concat", [past[0], k], axis=2, output=f"present.{layer}.key")
+    present_v = g.op("Concat", [past[1], v], axis=2, output=f"present.{layer}.value")
     # Grouped-query attention without copying K/V per query head: the query heads of one KV head form a
     # group axis, and K/V broadcast over it ([b, kv, group, s, d] @ [b, kv, 1, d, t]).
     q = g.op("Mul", [q, g.const(np.array(1.0 / np.sqrt(dim), np.float32))])
@@ -171,8 +190,8 @@ def _attention(g: _Graph, x: str, layer: int, weights: Weights, shape: DecoderSh
 
 def _mlp(g: _Graph, x: str, layer: int, weights: Weights) -> str:
     p = f"layers.{layer}.mlp"
-    gate = g.matmul(x, weights.matrix(layer, "ffn_gate"), f"{p}.gate")
-    up = g.matmul(x, weights.matrix(layer, "ffn_up"), f"{p}.up")
+    gate, up = g.matmuls(x, [weights.matrix(layer, "ffn_gate"), weights.matrix(layer, "ffn_up")],
+                         [f"{p}.gate", f"{p}.up"])
     act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # SiLU(gate) * up
     return g.matmul(act, weights.matrix(layer, "ffn_down"), f"{p}.down")
 
@@ -188,7 +207,7 @@ def build_decoder(shape: DecoderShape, weights: Weights, name: str, all_logits: 
 
     g = _Graph(accuracy_level)
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
-    kv_dims = ["batch", shape.num_kv_heads, "past_sequence", shape.head_dim]
+    kv_dims: list[str | int] = ["batch", shape.num_kv_heads, "past_sequence", shape.head_dim]
     inputs = [helper.make_tensor_value_info("input_ids", i64, ["batch", "sequence"]),
               helper.make_tensor_value_info("attention_mask", i64, ["batch", "total_sequence"]),
               helper.make_tensor_value_info("position_ids", i64, ["batch", "sequence"])]
@@ -219,15 +238,13 @@ def build_decoder(shape: DecoderShape, weights: Weights, name: str, all_logits: 
         hidden = g.op("Add", [hidden, attn])
         normed = g.rms_norm(hidden, weights.vector(layer, "ffn_norm"), shape.rms_eps, f"layers.{layer}.ffn_norm")
         hidden = g.op("Add", [hidden, _mlp(g, normed, layer, weights)])
-        for kind, value in (("key", present_k), ("value", present_v)):
-            g.nodes.append(helper.make_node("Identity", [value], [f"present.{layer}.{kind}"]))
+        for present in (present_k, present_v):
             outputs.append(helper.make_tensor_value_info(
-                f"present.{layer}.{kind}", f32, ["batch", shape.num_kv_heads, "total_sequence", shape.head_dim]))
+                present, f32, ["batch", shape.num_kv_heads, "total_sequence", shape.head_dim]))
     hidden = g.rms_norm(hidden, weights.vector(-1, "norm"), shape.rms_eps, "norm")
     if not all_logits:
         hidden = g.op("Slice", [hidden, g.ints(-1), g.ints(np.iinfo(np.int64).max), g.ints(1)], "last")
-    logits = g.matmul(hidden, weights.matrix(-1, "output"), "lm_head")
-    g.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    g.matmul(hidden, weights.matrix(-1, "output"), "lm_head", output="logits")
     graph = helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
                              producer_name="edged convert")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 
 from edged.convert.blocks import QuantMatrix
 from edged.convert.gguf_source import GgufSource
@@ -19,8 +19,6 @@ from edged.convert.progress import Progress
 from edged.convert.tokenizer_export import eog_ids, tokenizer_json
 from edged.engines.onnx_config import CONFIG_FILE, ModelConfig
 from edged.errors import ConfigError
-
-logger = structlog.get_logger(__name__)
 
 QUANT_BITS = {"int4": 4, "int8": 8}
 # The token embedding doubles as the output layer of tied models, where 4-bit rounding costs the most.
@@ -76,6 +74,13 @@ class GgufWeights:
 
 def decoder_shape(source: GgufSource) -> DecoderShape:
     meta = source.meta
+    known = {"token_embd.weight", "output_norm.weight", "output.weight"} | {
+        f"blk.{i}.{name}.weight" for i in range(meta.block_count) for name in (*MATRICES, "attn_norm", "ffn_norm")}
+    unknown = sorted(set(source.tensor_names) - known)
+    if unknown:
+        # A tensor the graph would not use (a bias, a gate, a norm) means a feature it does not implement.
+        shown = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
+        raise ConfigError(f"{source.path}: tensors {shown} are not supported by the converter")
     if meta.embedding_length % meta.head_count or meta.head_count % meta.head_count_kv:
         raise ConfigError(f"{source.path}: {meta.head_count} heads do not divide the model evenly")
     head_dim = meta.key_length or meta.embedding_length // meta.head_count
@@ -104,6 +109,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, quant: str = "int4", progress: 
         raise ConfigError(f"{out_dir} exists and is not an empty directory")
     source = GgufSource(gguf_path)
     shape = decoder_shape(source)
+    if len(source.tokenizer.tokens) != shape.vocab_size:
+        raise ConfigError(f"{gguf_path}: {len(source.tokenizer.tokens)} tokens but {shape.vocab_size} embedding rows")
     tokenizer = tokenizer_json(source.tokenizer)
     eog = eog_ids(source.tokenizer)
     progress = progress or Progress(1)
@@ -114,6 +121,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, quant: str = "int4", progress: 
     progress.note(f"writing {out_dir / 'model.onnx'} and {DATA_FILE}")
     onnx.save_model(model, str(out_dir / "model.onnx"), save_as_external_data=True,  # type: ignore[arg-type]
                     all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
+    # onnx creates the data file owner-only; give it model.onnx's mode so a daemon user can read both.
+    shutil.copymode(out_dir / "model.onnx", out_dir / DATA_FILE)
     _write_json(out_dir / "tokenizer.json", tokenizer)
     meta, tok = source.meta, source.tokenizer
     config = ModelConfig(
@@ -122,9 +131,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, quant: str = "int4", progress: 
         eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else eog[0], eog_token_ids=eog,
         add_bos=tok.add_bos_token, vocab_size=shape.vocab_size, num_layers=shape.num_layers,
         num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim, context_length=meta.context_length,
-        parameters=source.parameter_count(), quantization=quant, source=gguf_path.name)
+        parameters=source.parameter_count(), quantization=quant, source=gguf_path.name, model_file="model.onnx",
+        tokenizer_file="tokenizer.json")
     (out_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
-    result = ConvertResult(out_dir, config, dict(weights.tally), time.monotonic() - started)
-    logger.info("converted", source=str(gguf_path), out=str(out_dir), quant=quant, tensors=result.tensors,
-                seconds=round(result.seconds, 1))
-    return result
+    return ConvertResult(out_dir, config, dict(weights.tally), time.monotonic() - started)

@@ -11,7 +11,7 @@ from edged.errors import ConfigError
 DIGIT_SPLIT_PRES = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
 GPT2_PRES = {"gpt-2", "gpt2"}
 # GGUF token types (llama.cpp's llama_token_type).
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
+UNKNOWN, CONTROL, USER_DEFINED = 2, 3, 4
 # Control tokens that end a turn even when the GGUF does not name them as eos/eot (as llama.cpp does).
 EOG_TEXTS = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>",
              "<|eom_id|>", "</s>", "<EOT>", "<|return|>"}
@@ -21,6 +21,7 @@ def tokenizer_json(meta: TokenizerMeta) -> dict[str, Any]:
     if meta.model != "gpt2":
         raise ConfigError(f"tokenizer model {meta.model!r} is not supported: only byte-level BPE ('gpt2'); "
                           "SentencePiece ('llama') vocabularies are not")
+    pre: dict[str, Any]
     if meta.pre in DIGIT_SPLIT_PRES:
         byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
         pre = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
@@ -34,8 +35,6 @@ def tokenizer_json(meta: TokenizerMeta) -> dict[str, Any]:
     vocab: dict[str, int] = {}
     added = []
     for i, (text, kind) in enumerate(zip(meta.tokens, meta.token_type)):
-        if kind == UNUSED:
-            continue
         vocab.setdefault(text, i)
         if kind in (CONTROL, USER_DEFINED, UNKNOWN):
             added.append({"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,7 +67,7 @@ class DigitsPre(_Strict):
 
 class SequencePre(_Strict):
     type: Literal["Sequence"]
-    pretokenizers: list[Annotated[Union[DigitsPre, ByteLevelPre], Field(discriminator="type")]] = Field(
+    pretokenizers: list[Annotated[DigitsPre | ByteLevelPre, Field(discriminator="type")]] = Field(
         min_length=1, max_length=2)
 
 
@@ -92,7 +92,7 @@ class TokenizerFile(_Strict):
     padding: None = None
     added_tokens: list[AddedToken] = []
     normalizer: None = None
-    pre_tokenizer: Annotated[Union[ByteLevelPre, SequencePre], Field(discriminator="type")]
+    pre_tokenizer: Annotated[ByteLevelPre | SequencePre, Field(discriminator="type")]
     post_processor: dict[str, Any] | None = None
     decoder: dict[str, Any] | None = None
     model: BpeModel

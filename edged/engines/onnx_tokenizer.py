@@ -140,10 +140,13 @@ class ByteBpeTokenizer:
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
-        try:
-            ids = tuple(self._vocab[s] for s in symbols)
-        except KeyError as exc:
-            raise EngineError(f"tokenizer.json has no token for {exc.args[0]!r}") from None
+        vocab = self._vocab
+        if all(s in vocab for s in symbols):
+            ids = tuple(vocab[s] for s in symbols)
+        else:
+            # Some vocabularies lack a few byte tokens (SmolLM2 has none for bytes like 0x16): llama.cpp
+            # then falls back to the symbol's characters and drops those it cannot find; so does edged.
+            ids = tuple(vocab[c] for s in symbols for c in ([s] if s in vocab else s) if c in vocab)
         if len(self._cache) < WORD_CACHE:
             self._cache[word] = ids
         return ids
