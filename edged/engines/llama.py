@@ -211,26 +211,16 @@ class LlamaEngine(Engine):
                     break
                 generated += 1
                 n = lib.llama_token_to_piece(vocab, token, piece, PIECE_BUFFER, 0, False)
-                out = stream.feed(piece.raw[:n]) if n > 0 else ""
-                if stream.stopped:
-                    finish = "stop"
-                    if out:
-                        sink(out)
-                    break
-                if out and not sink(out):
-                    finish = "cancelled"
+                ended_by = stream.deliver(piece.raw[:n] if n > 0 else b"", sink)
+                if ended_by:
+                    finish = ended_by
                     break
                 one[0] = token
                 if lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1)) != 0:
                     self._reset_cache()
                     raise EngineError("llama_decode failed while generating")
                 self._cached.append(token)
-            else:
-                finish = "length"
-            if finish != "cancelled":
-                tail = stream.flush()
-                if tail:
-                    sink(tail)
+            stream.close(finish, sink)
         finally:
             lib.llama_sampler_free(sampler)
         ended = time.perf_counter()

@@ -131,21 +131,13 @@ class OnnxEngine(Engine):
                 finish = "stop"
                 break
             generated += 1
-            out = stream.feed(tokenizer.piece(token))
-            if stream.stopped:
-                finish = "stop"
-                if out:
-                    sink(out)
-                break
-            if out and not sink(out):
-                finish = "cancelled"
+            ended_by = stream.deliver(tokenizer.piece(token), sink)
+            if ended_by:
+                finish = ended_by
                 break
             if generated < max_tokens:  # the last token's keys and values would never be read
                 logits = session.run([token])
-        if finish != "cancelled":
-            tail = stream.flush()
-            if tail:
-                sink(tail)
+        stream.close(finish, sink)
         ended = time.perf_counter()
         first_at = first_at or ended
         return GenerationResult(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=generated,

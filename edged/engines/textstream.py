@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+from typing import Callable
 
 
 class TextStream:
@@ -32,6 +33,24 @@ class TextStream:
         cut = len(self._pending) - self._hold
         out, self._pending = self._pending[:cut], self._pending[cut:]
         return out
+
+    def deliver(self, data: bytes, sink: Callable[[str], bool]) -> str | None:
+        """Feed one token's bytes and pass the safe text on; returns "stop" or "cancelled" to end generation."""
+        out = self.feed(data)
+        if self.stopped:
+            if out:
+                sink(out)
+            return "stop"
+        if out and not sink(out):
+            return "cancelled"
+        return None
+
+    def close(self, finish_reason: str, sink: Callable[[str], bool]) -> None:
+        """At the end: pass on held-back text unless the client cancelled."""
+        if finish_reason != "cancelled":
+            tail = self.flush()
+            if tail:
+                sink(tail)
 
     def flush(self) -> str:
         """The rest of the text at the end of generation."""
