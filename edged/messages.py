@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edged.config import describe_validation_error
+from edged.validation import describe_validation_error
 from edged.errors import BadRequest
 
 Priority = Literal["interactive", "normal", "background"]
@@ -74,7 +74,7 @@ def parse_request(body: bytes) -> ChatRequest:
     try:
         return ChatRequest.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc, "request").replace("\n", ";")) from None
+        raise BadRequest(describe_validation_error(exc, "request", separator="; ")) from None
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edged.config import describe_validation_error
+from edged.validation import describe_validation_error
 from edged.errors import ConfigError
 from edged.mqtt.settings import MqttSettings
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.config import describe_validation_error
+from edged.validation import describe_validation_error
 from edged.convert.blocks import QuantMatrix, from_q4_0, from_q4_1, from_q8_0, quantize
 from edged.errors import ConfigError
 
@@ -104,7 +104,7 @@ class GgufSource:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, f"{self.path} metadata").replace("\n", ";")) from None
+            raise ConfigError(describe_validation_error(exc, f"{self.path} metadata", separator="; ")) from None
 
     @property
     def tensor_names(self) -> list[str]:

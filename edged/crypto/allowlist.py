@@ -24,6 +24,7 @@ from pydantic import (
 from edged.crypto import wire
 from edged.crypto.topics import prefix_problem
 from edged.errors import ConfigError
+from edged.validation import describe_validation_error
 
 logger = structlog.get_logger(__name__)
 
@@ -116,14 +117,6 @@ class ReloadResult:
     error: str | None = None
 
 
-def _format_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        path = ".".join(f"[{item}]" if isinstance(item, int) else str(item) for item in error["loc"])
-        parts.append(f"{path.replace('.[', '[') or '(file)'}: {error['msg']}")
-    return "; ".join(parts)
-
-
 def parse_allow_list(text: str, source: str = "clients.toml") -> AllowListFile:
     """Parse and validate allow-list TOML; ConfigError names the field path that is wrong."""
     try:
@@ -133,7 +126,7 @@ def parse_allow_list(text: str, source: str = "clients.toml") -> AllowListFile:
     try:
         return AllowListFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_validation_error(exc)}") from exc
+        raise ConfigError(f"{source}: {describe_validation_error(exc, separator='; ')}") from exc
 
 
 def read_allow_list_file(path: Path) -> AllowListFile:

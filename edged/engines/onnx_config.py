@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.config import describe_validation_error
+from edged.validation import describe_validation_error
 from edged.errors import EngineError
 
 CONFIG_FILE = "edged_model.json"

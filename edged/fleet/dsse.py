@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edged.validation import describe_validation_error as shared_describe
 from edged.errors import UpdateError
 
 logger = structlog.get_logger(__name__)
@@ -161,12 +162,8 @@ def decode_base64(text: str, what: str) -> bytes:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """A short description of what is wrong, without echoing input values (they may hold prompts)."""
-    parts = [
-        f"{'.'.join(str(part)[:40] for part in error['loc']) or '<root>'}: {error['msg'][:200]}"
-        for error in exc.errors(include_input=False, include_url=False)[:5]
-    ]
-    return "; ".join(parts)
+    """What is wrong, on one line, without echoing input values (a signed document is not ours to print)."""
+    return shared_describe(exc, separator="; ")
 
 
 def _signature_is_valid(public_key: Ed25519PublicKey, sig_text: str, message: bytes) -> bool:

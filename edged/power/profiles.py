@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import edged
 from edged.errors import ConfigError
+from edged.validation import describe_validation_error
 
 MAX_PROFILE_BYTES = 64 * 1024
 PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -141,26 +142,12 @@ class Profile(BaseModel):
             theirs.threads, theirs.context, theirs.batch, theirs.kv_cache_type, theirs.mmap, theirs.mlock)
 
 
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line per bad field: ``file: dotted.path: message (got value)``."""
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        line = f"{source}: {path}: {item['msg']}"
-        value = item.get("input")
-        if item["type"] != "missing" and isinstance(value, (bool, int, float, str)):
-            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-            line += f" (got {shown})"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def parse_profile(data: dict[str, Any], source: str) -> Profile:
     """Validate already-parsed TOML; errors name ``source`` and every bad field."""
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+        raise ConfigError(describe_validation_error(exc, source, show_values=True)) from None
 
 
 def load_profile(path: Path | str) -> Profile:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edged.config import describe_validation_error
+from edged.validation import describe_validation_error
 from edged.errors import BadRequest, EnvelopeRejected, RequestError, Unauthorized
 from edged.transports.topics import DeviceTopics
 
@@ -50,7 +50,7 @@ def parse_command(body: bytes) -> Command:
     try:
         return _COMMAND.validate_python(data)
     except ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc, "command").replace("\n", ";")) from None
+        raise BadRequest(describe_validation_error(exc, "command", separator="; ")) from None
 
 
 class MqttCommands:

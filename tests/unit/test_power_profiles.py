@@ -99,7 +99,7 @@ def test_needs_reload_only_for_engine_shape_changes() -> None:
     ('priorities = ["interactive", "normal", "background"]', 'priorities = ["normal", "normal"]',
      r"admission\.priorities: Value error, priorities must not repeat"),
     ('priorities = ["interactive", "normal", "background"]', 'priorities = ["urgent"]',
-     r"admission\.priorities\.0: Input should be"),
+     r"admission\.priorities\[0\]: Input should be"),
     ("requests_per_minute = 60 ", "requests_per_minute = 0 ", r"admission\.requests_per_minute"),
     ("unload_after_s = 1800.0 ", "unload_after_s = -1.0 ", r"idle\.unload_after_s"),
     ("allow_downloads = true ", 'allow_downloads = "yes" ', r"updates\.allow_downloads: Input should be a valid boolean"),

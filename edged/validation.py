@@ -1,0 +1,35 @@
+"""One way to turn a pydantic ValidationError into a message that names each bad field by its path."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+MAX_SHOWN = 20
+
+
+def field_path(location: tuple[int | str, ...]) -> str:
+    """`clients[2].public_key` style: list indexes in brackets, names joined with dots."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def describe_validation_error(error: ValidationError, source: str | None = None, *, show_values: bool = False,
+                              separator: str = "\n") -> str:
+    """One entry per bad field: `source: path: message`.
+
+    `show_values` adds the offending value when it is a short scalar; leave it off for anything that
+    can carry prompt text or key material (requests, signed documents).
+    """
+    entries = []
+    for item in error.errors(include_url=False)[:MAX_SHOWN]:
+        entry = f"{field_path(item['loc'])}: {item['msg'][:200]}"
+        value = item.get("input")
+        if show_values and item["type"] != "missing" and isinstance(value, (bool, int, float, str)):
+            shown = repr(value)
+            entry += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        entries.append(f"{source}: {entry}" if source else entry)
+    if error.error_count() > MAX_SHOWN:
+        entries.append(f"... and {error.error_count() - MAX_SHOWN} more")
+    return separator.join(entries)
