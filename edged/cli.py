@@ -18,6 +18,7 @@ examples:
   edged ask "What is the capital of France?"   ask the running daemon
   edged status                                 model, profile, queue and uptime as JSON
   edged check-config /etc/edged/edged.toml     validate a config file
+  edged convert onnx model.gguf ./model-onnx   convert a GGUF for the ONNX engine
   edged <command> --help                       details of one command
 
 docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
@@ -200,16 +201,18 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
 
 def _register_groups(sub: Any) -> None:
-    from edged.commands import keys, profiles
+    from edged.commands import convert, keys, profiles
 
+    convert.register(sub)
     keys.register(sub)
     profiles.register(sub)
     fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",
                            description="Fleet operator tools.")
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
-    from edged.commands import fleet_keys
+    from edged.commands import fleet_keys, fleet_ops
 
     fleet_keys.register(fleet_sub)
+    fleet_ops.register(fleet_sub)
     from edged.commands import fleet_command, fleet_watch
 
     fleet_watch.register(fleet_sub)

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
+from edged.validation import describe_validation_error
+from edged.fleet.settings import UpdateSettings
 from edged.mqtt.settings import MqttSettings
 from edged.power.governor_rules import GovernorRules
 
@@ -106,6 +108,8 @@ class Config(Section):
     power: PowerConfig = PowerConfig()
     mqtt: MqttSettings | None = Field(None, description="broker connection; absent = Unix socket only")
     telemetry: TelemetryConfig = TelemetryConfig()
+    updates: UpdateSettings | None = Field(None, description="signed model updates over MQTT (needs [mqtt]); "
+                                                             "absent = off")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -137,14 +141,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: {error.error_count()} invalid field(s)"]
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def read_toml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -170,4 +166,5 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, str(path) if path else "configuration")) from None
+        raise ConfigError(describe_validation_error(exc, str(path) if path else "configuration",
+                                                    show_values=True)) from None

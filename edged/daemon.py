@@ -97,6 +97,8 @@ class Daemon:
 
             # Finish or undo a half-done model update first, so the daemon starts on a valid model.
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
+            if self.config.mqtt is None:
+                logger.warning("[updates] is configured but [mqtt] is not: no updates can arrive")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edged.power.governor import Governor
 

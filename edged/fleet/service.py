@@ -1,0 +1,265 @@
+"""UpdateService: the device side of signed model updates over MQTT, started by the daemon when [updates] is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from edged.engines import create_engine
+from edged.errors import UpdateError
+from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
+from edged.fleet.manifest import MAX_CHUNK_SIZE, AlreadyAccepted, ReleaseManifest, ReleaseVerifier
+from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
+from edged.fleet.reports import StateReporter
+from edged.fleet.settings import UpdateSettings
+from edged.fleet.slots import Slots
+from edged.fleet.transfer import ChunkInbox
+from edged.fleet.trust import TrustStore
+from edged.fleet.updater import UpdateHost, Updater
+from edged.mqtt.inbound import AsyncInbox
+from edged.mqtt.link import MqttLink
+from edged.transports.topics import DeviceTopics
+
+logger = structlog.get_logger(__name__)
+
+# TEST HOOK: `EDGED_TEST_PAUSE_UPDATE_AT=<step>` blocks the update right before that journal step is
+# written (so a test can kill -9 the daemon there). Not `EDGED_*`: those are config overrides.
+PAUSE_ENV: Final = "EDGED_TEST_PAUSE_UPDATE_AT"
+OFFER_INBOX: Final = 16
+CANCELLABLE: Final = frozenset({"verified", "downloading"})
+
+
+class UpdateService:
+    """Listens for offers, verifies them, runs one update at a time and reports on ``update/state``.
+
+    A newer offer supersedes a download in progress; from ``downloaded`` on, the running update
+    finishes first. A download that ran out of retries is tried again after ``retry_after_s``, when
+    the same manifest is offered again, or after a restart.
+    """
+
+    def __init__(self, settings: UpdateSettings, state_dir: Path, device_id: str, link: MqttLink,
+                 topics: DeviceTopics, host: UpdateHost) -> None:
+        self.settings = settings
+        self.device_id = device_id
+        self.link = link
+        self.topics = topics
+        self.host = host
+        self.journal = Journal(state_dir)
+        self.slots = Slots(state_dir)
+        self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.identity(device_id),
+                                        settings.limits())
+        self._pull_topic = pull_topic(topics.prefix, device_id)
+        self._pause_at = os.environ.get(PAUSE_ENV) or None
+        self.engine_factory = create_engine  # how a model file becomes an engine (tests swap in a fake)
+        self.report = StateReporter(link, topics.update_state, device_id, self.slots, Path(host.model_path),
+                                    settings.progress_interval_s)
+        self._wake = asyncio.Event()
+        self._next: tuple[ReleaseManifest, bytes] | None = None
+        self._updater: Updater | None = None
+        self._running: str | None = None  # payload hash of the update being run
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retry_at: float | None = None
+        self._clock_recheck: asyncio.TimerHandle | None = None
+        self._offers: AsyncInbox | None = None
+        self._chunks: ChunkInbox | None = None
+
+    def offer_topics(self) -> list[str]:
+        prefix, fleet = self.topics.prefix, self.settings.fleet
+        return [self.topics.update_offer, *(channel_offer_topic(prefix, fleet, c) for c in self.settings.channels),
+                *(group_offer_topic(prefix, fleet, g) for g in self.settings.groups)]
+
+    async def start(self) -> None:
+        """Subscribe (the link sends them on connect) and resume an interrupted update in the background."""
+        loop = asyncio.get_running_loop()
+        self._offers = self.link.inbox(loop, OFFER_INBOX)
+        self._chunks = ChunkInbox(self.link.inbox(loop, 4096), 2 * self.settings.window_bytes + MAX_CHUNK_SIZE)
+        for topic in self.offer_topics():
+            self.link.subscribe(topic, 1, self._offers)
+        self.link.subscribe(self.topics.update_chunks, 1, self._chunks)
+        self._tasks = [asyncio.create_task(self._offers_forever(), name="update-offers"),
+                       asyncio.create_task(self._updates_forever(), name="update-worker")]
+        if self._pause_at:
+            logger.warning("update_test_pause_enabled", step=self._pause_at)
+        logger.info("update_service_started", offers=self.offer_topics())
+
+    async def stop(self) -> None:
+        if self._clock_recheck is not None:
+            self._clock_recheck.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # ---- offers ------------------------------------------------------------------------------
+    async def _offers_forever(self) -> None:
+        assert self._offers is not None
+        while True:
+            message = await self._offers.get()
+            try:
+                await self.handle_offer(message.payload)
+            except Exception:  # the listener must survive any one offer
+                logger.exception("update_offer_failed", topic=message.topic)
+
+    async def handle_offer(self, envelope: bytes) -> None:
+        """Verify (in the brief's order; the version is persisted before anything is downloaded) and queue."""
+        if not envelope:
+            return  # an operator cleared a retained offer
+        try:
+            manifest = await asyncio.to_thread(self.verifier.verify, envelope)
+        except AlreadyAccepted as seen:
+            self._seen_again(seen.manifest, envelope)
+            return
+        except UpdateError as exc:
+            logger.warning("update_rejected", reason=exc.reason, error=str(exc))
+            self.report("rejected", None, reason=exc.reason, detail=str(exc))
+            if exc.reason == "clock":  # nothing was persisted: look again once NTP may have synced
+                self._recheck_later(envelope)
+            return
+        self._queue(manifest, envelope)
+
+    def _recheck_later(self, envelope: bytes) -> None:
+        if self._clock_recheck is not None:
+            self._clock_recheck.cancel()  # only the latest offer waiting for the clock matters
+        self._clock_recheck = asyncio.get_running_loop().call_later(
+            self.settings.retry_after_s, lambda: self._tasks.append(asyncio.create_task(self.handle_offer(envelope))))
+
+    def _seen_again(self, manifest: ReleaseManifest, envelope: bytes) -> None:
+        """The latest accepted manifest once more (a retained offer after a reconnect): usually nothing to do."""
+        state = self.journal.load()
+        digest = payload_sha256(envelope)
+        if digest in (self._running, self._next and payload_sha256(self._next[1])):
+            return  # accepted moments ago and not journaled yet: it is running or queued already
+        if state.channels.get(manifest.channel) != digest:
+            # Accepted, but the crash came before the journal knew it: start it now.
+            logger.info("update_accepted_not_journaled", channel=manifest.channel, version=manifest.version)
+            self._queue(manifest, envelope)
+        elif (state.update is not None and state.update.payload_sha256 == digest
+              and state.update.step not in TERMINAL and self._updater is None):
+            self._retry_at = time.monotonic()  # offered again while a failed download waits: retry now
+            self._wake.set()
+
+    def _queue(self, manifest: ReleaseManifest, envelope: bytes) -> None:
+        if len(manifest.artifacts) != 1:
+            self.report("rejected", None, reason="artifact", detail="this device installs one model file per release")
+            return
+        self._next = (manifest, envelope)
+        if self._updater is not None and self._updater.step in CANCELLABLE and self._worker is not None:
+            logger.info("update_superseded", channel=manifest.channel, version=manifest.version)
+            self._worker.cancel()
+        self._wake.set()
+
+    # ---- the one update at a time -----------------------------------------------------------
+    async def _updates_forever(self) -> None:
+        # The daemon starts the link right after start(): QoS 1 reports made before it connects are queued.
+        self.report.last_outcome(self.journal)
+        while True:
+            job = self._take_next() or await asyncio.to_thread(self._resumable)
+            if job is None:
+                timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                continue
+            self._retry_at = None
+            self._worker = asyncio.create_task(self._run(*job), name="update-run")
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the service itself is stopping; a superseded update just ends
+            finally:
+                self._updater = None
+                self._worker = None
+
+    def _take_next(self) -> tuple[ReleaseManifest, bytes, UpdateRecord | None] | None:
+        if self._next is None:
+            return None
+        manifest, envelope = self._next
+        self._next = None
+        return manifest, envelope, None
+
+    def _resumable(self) -> tuple[ReleaseManifest, bytes, UpdateRecord | None] | None:
+        """The journaled update, if it is unfinished and due (after a restart or a retry delay)."""
+        if self._retry_at is not None and time.monotonic() < self._retry_at:
+            return None
+        record = self.journal.load().update
+        if record is None or record.step not in BEFORE_SWITCH:
+            return None
+        try:
+            envelope = self.journal.manifest()
+            manifest = self.verifier.recheck_accepted(envelope)
+        except (OSError, UpdateError) as exc:
+            reason = exc.reason if isinstance(exc, UpdateError) else "state"
+            failed = record.at("failed", reason, f"cannot resume: {exc}"[:300])
+            self.journal.record(failed)
+            self.report("failed", failed, reason=reason, detail=failed.detail)
+            return None
+        return manifest, envelope, record
+
+    async def _run(self, manifest: ReleaseManifest, envelope: bytes, record: UpdateRecord | None) -> None:
+        self._running = payload_sha256(envelope)
+        failure: tuple[str, str] | None = None
+        try:
+            if record is None:
+                await self._pause("verified")
+                record = self._begin(manifest, envelope)
+            self._updater = Updater(self.settings, self.journal, self.slots, self.host, self.report,
+                                    self.report.progress, self._pause, self.engine_factory)
+            await self._updater.run(manifest, record, self._send_pull, self._receive_chunk, self._gate)
+        except UpdateError as exc:
+            failure = (exc.reason, str(exc))
+        except OSError as exc:  # a full or failing disk: the journal still says where to resume
+            failure = ("disk", f"{exc.strerror or exc}")
+        except Exception:
+            logger.exception("update_failed_unexpectedly")
+            failure = ("internal", "unexpected error; see the daemon log")
+        finally:
+            # Before the report: a repeated offer seen after it may resume at once.
+            self._updater = None
+            self._running = None
+        if failure is not None:
+            self._retry_later(*failure)
+
+    def _retry_later(self, reason: str, detail: str) -> None:
+        self._retry_at = time.monotonic() + self.settings.retry_after_s
+        logger.warning("update_interrupted", reason=reason, error=detail, retry_in_s=self.settings.retry_after_s)
+        self.report("failed", self.journal.load().update, reason=reason, detail=detail)
+
+    def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
+        pointer = self.slots.read_pointer()
+        serving = self.slots.model_path(pointer) if pointer is not None else Path(self.host.model_path)
+        artifact = manifest.artifacts[0]
+        record = UpdateRecord(channel=manifest.channel, version=manifest.version,
+                              payload_sha256=payload_sha256(envelope), artifact=artifact,
+                              chunk_size=manifest.chunk_size, slot=self.slots.inactive(pointer), previous=pointer,
+                              previous_model=str(serving), step="verified")
+        self.journal.begin(record, envelope)
+        return record
+
+    async def _pause(self, step: str) -> None:
+        if step == self._pause_at:
+            logger.warning("update_paused_for_test", step=step)
+            await asyncio.Event().wait()
+
+    # ---- the pull channel ---------------------------------------------------------------------
+    def _send_pull(self, request: PullRequest) -> None:
+        self.link.publish(self._pull_topic, request.encode(), qos=1)
+
+    async def _receive_chunk(self) -> bytes:
+        assert self._chunks is not None
+        return await self._chunks.get()
+
+    def _gate(self) -> str | None:
+        if not self.link.is_connected:
+            return "offline"
+        if not self.host.core.profile.updates.allow_downloads:
+            return "profile"
+        return None
