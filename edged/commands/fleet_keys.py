@@ -13,7 +13,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from edged.errors import ConfigError
-from edged.fleet.atomic import write_atomic
+from edged.atomic import write_atomic
 from edged.fleet.dsse import describe_validation_error
 from edged.fleet.keystore import OperatorKeys, keyid_of_hex
 from edged.fleet.manifest import Artifact, ReleaseManifest, is_safe_name

@@ -13,7 +13,7 @@ from edged.crypto.allowlist import (
     parse_allow_list,
     read_allow_list_file,
 )
-from edged.crypto.files import atomic_write
+from edged.atomic import write_atomic
 from edged.errors import ConfigError
 
 NEW_FILE_MODE: Final = 0o644
@@ -69,7 +69,7 @@ def _write_checked(path: Path, text: str) -> None:
     except FileNotFoundError:
         info = None
     mode = (info.st_mode & 0o7777) if info is not None else NEW_FILE_MODE
-    atomic_write(path, text.encode("utf-8"), mode=mode)
+    write_atomic(path, text.encode("utf-8"), mode=mode)
     if info is not None and (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
         try:
             os.chown(path, info.st_uid, info.st_gid)

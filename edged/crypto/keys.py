@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edged.crypto import wire
-from edged.crypto.files import atomic_write, check_private_file, ensure_private_dir
+from edged.atomic import write_atomic
+from edged.crypto.files import check_private_file, ensure_private_dir
 from edged.crypto.prekey import PrekeyInfo, build_prekey_record
 from edged.errors import ConfigError
 
@@ -42,7 +43,7 @@ def write_private_key_file(path: Path, key: Ed25519PrivateKey, *, overwrite: boo
     """Write ``key`` as PKCS#8 PEM, mode 0600, atomically; never replaces a file unless ``overwrite``."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    atomic_write(path, pem, mode=0o600, exclusive=not overwrite)
+    write_atomic(path, pem, mode=0o600, exclusive=not overwrite)
 
 
 class DeviceIdentity:

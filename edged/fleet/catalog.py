@@ -13,7 +13,8 @@ from typing import Final
 import structlog
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 

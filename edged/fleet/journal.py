@@ -11,7 +11,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edged.errors import UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.manifest import Artifact, Name
 
 logger = structlog.get_logger(__name__)

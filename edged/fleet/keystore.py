@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, encode_manifest
 from edged.fleet.trust import MAX_ROLE_KEYS, RoleKeys, TrustRoot, public_key_hex, read_self_signed_root, sign_root
 

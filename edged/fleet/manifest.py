@@ -13,7 +13,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
 
 logger = structlog.get_logger(__name__)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from edged.errors import ConfigError, TransportError, UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 from edged.fleet.messages import (

@@ -10,7 +10,8 @@ import structlog
 from pydantic import ValidationError
 
 from edged.errors import UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.journal import BEFORE_SWITCH, Journal, SlotName, SlotPointer
 
 logger = structlog.get_logger(__name__)

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edged.errors import UpdateError
-from edged.fleet import atomic, dsse
+from edged import atomic
+from edged.fleet import dsse
 from edged.fleet.manifest import (
     RELEASE_PAYLOAD_TYPE,
     AlreadyAccepted,

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet import atomic, dsse, trust
+from edged import atomic
+from edged.fleet import dsse, trust
 from edged.fleet.trust import (
     ROOT_PAYLOAD_TYPE,
     ExpiryClock,

@@ -13,12 +13,14 @@ logger = structlog.get_logger(__name__)
 TEMP_SUFFIX = ".tmp"
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool = False) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file.
 
     The temp file lives in the same directory (rename is only atomic within one file system)
     and has a name no reader ever opens, so a temp file left by a crash is ignored by readers
-    and removed by the next write.
+    and removed by the next write. With ``exclusive`` an existing ``path`` is never replaced
+    (the last step is a hard link, which fails if the name exists): two creators cannot
+    overwrite each other, and FileExistsError says so.
     """
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -30,7 +32,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             temp_file.write(data)
             temp_file.flush()
             os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
+        if exclusive:
+            os.link(temp_name, path)
+            os.unlink(temp_name)
+        else:
+            os.replace(temp_name, path)
     except BaseException:
         _unlink_quietly(Path(temp_name))
         raise
@@ -39,9 +45,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def write_new(path: Path, data: bytes, mode: int) -> None:
     """Write ``path`` atomically, refusing to replace an existing file (used for private keys)."""
-    if path.exists():
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it")
-    write_atomic(path, data, mode)
+    try:
+        write_atomic(path, data, mode, exclusive=True)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it") from None
 
 
 def fsync_directory(directory: Path) -> None:
