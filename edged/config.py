@@ -88,6 +88,8 @@ class TelemetryConfig(Section):
 
 class PrivacyConfig(Section):
     pad_responses: bool = Field(False, description="pad sealed response chunks to size buckets (hides token lengths)")
+    chunk_interval_ms: int = Field(0, ge=0, le=100, description="over MQTT, send response chunks at most this often, "
+                                                                "batching tokens (hides token timing; adds latency)")
 
 
 class Config(Section):

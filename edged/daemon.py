@@ -160,7 +160,8 @@ class Daemon:
         self.link = MqttLink(settings, client_id=f"edged-{self.config.device_id}", will=self.presence.next_will,
                              on_connect=self._mqtt_connected, on_disconnect=self._mqtt_disconnected)
         self.presence.link = self.link
-        self.mqtt_transport = MqttRequestTransport(self.link, topics, self.core, self.gateway, self._model_name)
+        self.mqtt_transport = MqttRequestTransport(self.link, topics, self.core, self.gateway, self._model_name,
+                                                   flush_interval_s=self.config.privacy.chunk_interval_ms / 1000)
         await self.mqtt_transport.start()
         from edged.transports.mqtt_commands import MqttCommands
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Mapping
 
@@ -44,6 +45,7 @@ def build_client(
         reconnect_on_failure=True,
     )
     client.suppress_exceptions = True  # a second net under the link's own guards
+    client.on_socket_open = _no_delay
     client.max_inflight_messages_set(settings.max_inflight)
     client.max_queued_messages_set(settings.max_queued_messages)
     username = settings.effective_username()
@@ -55,6 +57,14 @@ def build_client(
     if will is not None:
         client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
     return client
+
+
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """Send small packets at once: Nagle's algorithm holds a streamed token behind the previous one's ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (e.g. a websocket wrapper): nothing to tune
 
 
 def publish_properties(

@@ -30,7 +30,7 @@ class MqttRequestTransport:
     """
 
     def __init__(self, link: Any, topics: DeviceTopics, core: CoreLike, gateway: Any,
-                 model_name: Callable[[], str], *, max_pending: int = 1024, flush_interval_s: float = 0.05) -> None:
+                 model_name: Callable[[], str], *, max_pending: int = 1024, flush_interval_s: float = 0.0) -> None:
         self._link = link
         self._topics = topics
         self._core = core

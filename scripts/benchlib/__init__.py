@@ -9,9 +9,15 @@ Modules, in the order a run uses them:
   llama_bench   runs llama-bench and parses its JSON
   prompts       the fixed chat prompts and the ~300-token system prompts of the prefix-cache scenario
   samples       one request's timings and the median/percentile summaries
-  targets/      what is measured (registry: llama-server, raw llama-cpp-python, edged, in-process engine)
-  scenarios     what is done to each target (registry: chat, prefix-cache, added-ttft, idle-cpu)
-  compare       ratios between targets and edged's added TTFT
-  report        the stdout table and docs/benchmarks.md; plots draws the PNGs
+  mosquitto     a throw-away broker on a free loopback port (the MQTT target)
+  provision     device and client keys made with the real `edged keys` commands
+  targets/      what is measured (registry: llama-server, raw llama-cpp-python, edged over the socket, the
+                in-process engine, edged over MQTT sealed, edged per power profile, sealing, ONNX engine)
+  scenarios/    what is done to each target (registry: chat, prefix-cache, added-ttft, sealed-socket,
+                seal-cost, power-profiles, idle-cpu)
+  model_update  hook for the model-update transfer benchmark (not measured until edged/fleet has one)
+  compare       ratios between targets and edged's added TTFT; goals checks the performance targets
+  report        the stdout table and docs/benchmarks.md (report_sections: edged's sections; tables: helpers);
+                plots and plots_edged draw the PNGs
   cli           argument parsing and the run itself
 """

@@ -18,6 +18,7 @@ from benchlib.compare import derive
 from benchlib.llama_bench import run_llama_bench
 from benchlib.load_monitor import START_LOADAVG_LIMIT, LoadMonitor, load_average_1min
 from benchlib.machine import machine_info, software_versions
+from benchlib.model_update import measure_model_update
 from benchlib.plots import draw_all, matplotlib_missing
 from benchlib.prompts import CHAT_PROMPTS
 from benchlib.report import failures, print_summary, write_markdown
@@ -44,12 +45,14 @@ def _names(value: str, known: list[str], what: str) -> tuple[str, ...]:
 def parse_args(argv: list[str]) -> BenchSettings:
     all_targets = [LLAMA_BENCH, *TARGETS]
     parser = argparse.ArgumentParser(
-        prog="scripts/bench", description="Benchmark edged against llama-bench, llama-server and raw "
-        "llama-cpp-python on the demo model, and write docs/benchmarks.md.",
-        epilog="examples:\n  scripts/bench --quick              check the tool (about 2 minutes once built)\n"
+        prog="scripts/bench", description="Benchmark edged (over its socket and over MQTT, sealed; per power "
+        "profile; the cost of sealing) against llama-bench, llama-server and raw llama-cpp-python on the demo "
+        "model, and write docs/benchmarks.md.",
+        epilog="examples:\n  scripts/bench --quick              check the tool (a few minutes once built)\n"
                "  scripts/bench                      the full run, on an idle machine\n"
                "  scripts/bench --skip-build         edged and llama-cpp-python only (no llama.cpp build)\n"
-               "  scripts/bench --targets edged,edged-engine --scenarios chat",
+               "  scripts/bench --targets edged,edged-engine --scenarios chat\n"
+               "  scripts/bench --quick --skip-build --targets edged-mqtt,edged-profiles,seal-cost",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 repetition per prompt, 5 s idle window")
     parser.add_argument("--threads", type=int, default=2, help="threads for every target (default 2)")
@@ -75,7 +78,7 @@ def parse_args(argv: list[str]) -> BenchSettings:
 
 def run_target(target: Target, settings: BenchSettings) -> dict[str, Any]:
     """Start the target, run each applicable scenario, read its peak memory, and always stop it."""
-    entry: dict[str, Any] = {"label": target.label, "scenarios": {}}
+    entry: dict[str, Any] = {"label": target.label, "capabilities": sorted(target.capabilities), "scenarios": {}}
     log(f"\n== {target.label} ==")
     try:
         startup = target.start()
@@ -120,9 +123,12 @@ def run(settings: BenchSettings, command: str) -> int:
     results: dict[str, Any] = {
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "settings": {
             **asdict(settings), "out": str(settings.out), "repetitions": settings.repetitions,
-            "idle_window_s": settings.idle_window_s, "prefix_requests": settings.prefix_requests},
+            "idle_window_s": settings.idle_window_s, "prefix_requests": settings.prefix_requests,
+            "profile_requests": settings.profile_requests, "profile_tokens": settings.profile_tokens,
+            "seal_number": settings.seal_number, "seal_repeat": settings.seal_repeat},
         "machine": machine_info(), "engine": asdict(engine), "model_path": str(model),
-        "prompt_count": len(CHAT_PROMPTS), "targets": {}, "llama_cpp_build": None, "llama_bench": None}
+        "prompt_count": len(CHAT_PROMPTS), "targets": {}, "skipped": {}, "llama_cpp_build": None,
+        "llama_bench": None, "model_update": None}
 
     build = None
     wants_build = LLAMA_BENCH in settings.targets or any(
@@ -158,7 +164,12 @@ def run(settings: BenchSettings, command: str) -> int:
             if target_class.needs_llama_cpp_build and build is None:
                 log(f"\n== {target_class.label}: skipped (--skip-build) ==")
                 continue
+            if reason := target_class.unavailable():
+                log(f"\n== {target_class.label}: skipped ({reason}) ==")
+                results["skipped"][name] = {"label": target_class.label, "reason": reason}
+                continue
             results["targets"][name] = run_target(target_class(context), settings)
+        results["model_update"] = measure_model_update(run_dir, log)
     finally:
         results["load"] = {**asdict(load := monitor.stop()), "idle": load.idle}
 

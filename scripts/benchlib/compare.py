@@ -1,4 +1,8 @@
-"""Numbers derived across targets: the per-target headline row, edged's ratios, and edged's added TTFT."""
+"""Numbers derived across targets: the per-target headline row, edged's ratios, and edged's added TTFT.
+
+"edged targets" are edged's daemon behind each transport or engine (socket, MQTT sealed, ONNX); each
+gets the same ratios against the baselines and, where the in-process comparison ran, its added TTFT.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import statistics
 from typing import Any
 
 EDGED = "edged"
+EDGED_MQTT = "edged-mqtt"
+EDGED_ONNX = "edged-onnx"
+EDGED_TARGETS = (EDGED, EDGED_MQTT, EDGED_ONNX)
 ENGINE_IN_PROCESS = "edged-engine"
 LLAMA_SERVER = "llama-server"
 RAW = "llama-cpp-python"
@@ -45,46 +52,63 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def ratios(rows: dict[str, dict[str, Any]], llama_bench: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """edged / each baseline, per metric. >1 means edged's number is larger (good for tok/s, bad otherwise)."""
-    edged = rows.get(EDGED)
-    if edged is None:
-        return []
+    """Each edged target / each baseline, per metric. >1: edged's number is larger (good for tok/s only)."""
     out: list[dict[str, Any]] = []
     metrics = (("decode tok/s (median)", "decode_tps_median"), ("TTFT ms (median)", "ttft_ms_median"),
                ("start to ready s", "ready_s"), ("peak RSS", "peak_rss_bytes"), ("idle CPU %", "idle_cpu_percent"))
-    for baseline in (LLAMA_SERVER, RAW):
-        if baseline not in rows:
-            continue
-        for label, key in metrics:
-            value = _ratio(edged[key], rows[baseline][key])
-            if value is not None:
-                out.append({"baseline": baseline, "metric": label, "edged": edged[key],
-                            "baseline_value": rows[baseline][key], "ratio": value})
     bench_decode = _get(llama_bench, "tests", "decode", "tokens_per_s", "median")
-    value = _ratio(edged["decode_tps_median"], bench_decode)
-    if value is not None:
-        out.append({"baseline": LLAMA_BENCH, "metric": "decode tok/s (median)", "edged": edged["decode_tps_median"],
-                    "baseline_value": bench_decode, "ratio": value})
+    for name in EDGED_TARGETS:
+        edged = rows.get(name)
+        if edged is None:
+            continue
+        for baseline in (LLAMA_SERVER, RAW):
+            if baseline not in rows:
+                continue
+            for label, key in metrics:
+                value = _ratio(edged[key], rows[baseline][key])
+                if value is not None:
+                    out.append({"target": name, "baseline": baseline, "metric": label, "edged": edged[key],
+                                "baseline_value": rows[baseline][key], "ratio": value})
+        value = _ratio(edged["decode_tps_median"], bench_decode)
+        if value is not None:
+            out.append({"target": name, "baseline": LLAMA_BENCH, "metric": "decode tok/s (median)",
+                        "edged": edged["decode_tps_median"], "baseline_value": bench_decode, "ratio": value})
     return out
 
 
-def added_ttft(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Median of edged's client-side TTFT minus the in-process engine's, request by request.
+def find_ratio(comparisons: dict[str, Any], target: str, baseline: str, metric: str) -> dict[str, Any] | None:
+    return next((r for r in comparisons["ratios"]
+                 if (r["target"], r["baseline"], r["metric"]) == (target, baseline, metric)), None)
 
-    Preferably from the added-ttft scenario (daemon and engine alternating); otherwise from the chat
-    scenarios of the `edged` and `edged-engine` targets, which got the same requests in the same order
-    (so the same prompt-cache reuse) but minutes apart.
-    """
-    alternating = _get(targets.get(EDGED), "scenarios", "added-ttft", "pairs")
-    if alternating:
-        differences = [(p["daemon_ttft_s"] - p["in_process_ttft_s"]) * 1000 for p in alternating]
-        reported = [p["daemon_reported_ttft_ms"] for p in alternating if p["daemon_reported_ttft_ms"] is not None]
-        return {"method": "alternating", "max_tokens": _get(targets.get(EDGED), "scenarios", "added-ttft", "max_tokens"),
-                "pairs": len(alternating), "median_added_ms": statistics.median(differences),
-                "min_added_ms": min(differences), "max_added_ms": max(differences),
-                "edged_client_ttft_ms_median": statistics.median(p["daemon_ttft_s"] * 1000 for p in alternating),
-                "in_process_ttft_ms_median": statistics.median(p["in_process_ttft_s"] * 1000 for p in alternating),
-                "edged_reported_ttft_ms_median": statistics.median(reported) if reported else None}
+
+def added_ttft(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per edged target: median of its client-side TTFT minus the in-process engine's, request by request."""
+    out = {}
+    for name in EDGED_TARGETS:
+        found = _alternating_added_ttft(targets.get(name)) or (_sequential_added_ttft(targets) if name == EDGED
+                                                                 else None)
+        if found:
+            out[name] = found
+    return out
+
+
+def _alternating_added_ttft(target: dict[str, Any] | None) -> dict[str, Any] | None:
+    """From the added-ttft scenario: the daemon and the in-process engine alternating request by request."""
+    alternating = _get(target, "scenarios", "added-ttft", "pairs")
+    if not alternating:
+        return None
+    differences = [(p["daemon_ttft_s"] - p["in_process_ttft_s"]) * 1000 for p in alternating]
+    reported = [p["daemon_reported_ttft_ms"] for p in alternating if p["daemon_reported_ttft_ms"] is not None]
+    return {"method": "alternating", "max_tokens": _get(target, "scenarios", "added-ttft", "max_tokens"),
+            "pairs": len(alternating), "median_added_ms": statistics.median(differences),
+            "min_added_ms": min(differences), "max_added_ms": max(differences),
+            "edged_client_ttft_ms_median": statistics.median(p["daemon_ttft_s"] * 1000 for p in alternating),
+            "in_process_ttft_ms_median": statistics.median(p["in_process_ttft_s"] * 1000 for p in alternating),
+            "edged_reported_ttft_ms_median": statistics.median(reported) if reported else None}
+
+
+def _sequential_added_ttft(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Fallback: the chat scenarios of `edged` and `edged-engine` (same requests, same order, minutes apart)."""
     daemon = _get(targets.get(EDGED), "scenarios", "chat", "samples")
     in_process = _get(targets.get(ENGINE_IN_PROCESS), "scenarios", "chat", "samples")
     if not daemon or not in_process:
@@ -108,9 +132,13 @@ def added_ttft(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def edged_reported(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Medians of the daemon's own per-request stats (the final event's `edged` object) in the chat scenario."""
-    samples = _get(targets.get(EDGED), "scenarios", "chat", "samples")
+def edged_reported(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per edged target: medians of the daemon's own per-request stats (final event's `edged` object) in chat."""
+    return {name: found for name in EDGED_TARGETS if (found := _reported(targets.get(name)))}
+
+
+def _reported(target: dict[str, Any] | None) -> dict[str, Any] | None:
+    samples = _get(target, "scenarios", "chat", "samples")
     if not samples:
         return None
     stats = [s["server"].get("edged", {}) for s in samples]
@@ -127,10 +155,27 @@ def edged_reported(targets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             "prompt_cached_tokens": median_of("prompt_cached_tokens"),
             "energy_sources": sorted({str(v.get("energy_source")) for v in stats}),
             "profiles": sorted({str(v.get("profile")) for v in stats}),
-            "daemon_startup_s": _get(targets.get(EDGED), "startup", "details", "daemon_startup_s")}
+            "daemon_startup_s": _get(target, "startup", "details", "daemon_startup_s")}
+
+
+def engines(rows: dict[str, dict[str, Any]], reported: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """edged's ONNX engine against its llama.cpp engine (GGUF), both as daemons over the socket."""
+    if EDGED_ONNX not in rows or EDGED not in rows:
+        return None
+    out: dict[str, Any] = {}
+    for name, engine in ((EDGED, "gguf"), (EDGED_ONNX, "onnx")):
+        row, stats = rows[name], reported.get(name) or {}
+        out[engine] = {"decode_tps_median": row["decode_tps_median"], "ttft_ms_median": row["ttft_ms_median"],
+                       "peak_rss_bytes": row["peak_rss_bytes"], "energy_j_per_token": stats.get("energy_j_per_token"),
+                       "energy_sources": stats.get("energy_sources", [])}
+    out["ratios"] = {key: _ratio(out["onnx"][key], out["gguf"][key])
+                     for key in ("decode_tps_median", "ttft_ms_median", "peak_rss_bytes", "energy_j_per_token")}
+    return out
 
 
 def derive(results: dict[str, Any]) -> dict[str, Any]:
     rows = {name: headline(target) for name, target in results["targets"].items()}
+    reported = edged_reported(results["targets"])
     return {"rows": rows, "ratios": ratios(rows, results.get("llama_bench")),
-            "added_ttft": added_ttft(results["targets"]), "edged_reported": edged_reported(results["targets"])}
+            "added_ttft": added_ttft(results["targets"]), "edged_reported": reported,
+            "engines": engines(rows, reported)}

@@ -1,4 +1,5 @@
-"""PNG charts for docs/benchmarks/: TTFT, decode rate and the prefix cache, one bar per target.
+"""PNG charts for docs/benchmarks/: TTFT, decode rate and the prefix cache, one bar per target
+(plots_edged adds edged's own: added TTFT per transport, sealing cost, power profiles).
 
 matplotlib is a benchmark-only dependency (not one of edged's): without it the report says so and
 carries the tables alone.
@@ -21,11 +22,14 @@ def matplotlib_missing() -> str | None:
 def draw_all(results: dict[str, Any], directory: Path) -> list[Path]:
     import matplotlib  # noqa: PLC0415
 
+    from benchlib.plots_edged import draw_edged  # noqa: PLC0415  (imports matplotlib on use)
+
     matplotlib.use("Agg")  # files only, no display
     directory.mkdir(parents=True, exist_ok=True)
     note = _caveat(results)
     drawn = [_ttft(results, directory / "ttft.png", note), _decode(results, directory / "decode.png", note),
-             _prefix(results, directory / "prefix-cache.png", note)]
+             _prefix(results, directory / "prefix-cache.png", note),
+             *draw_edged(results, directory, note)]
     return [path for path in drawn if path is not None]
 
 
@@ -68,7 +72,7 @@ def _ttft(results: dict[str, Any], path: Path, note: str) -> Path | None:
     labels, values, whiskers = [], [], []
     for name, target in results["targets"].items():
         row = results["comparisons"]["rows"][name]
-        if row["ttft_ms_median"] is not None:
+        if row["ttft_ms_median"] is not None:  # targets without chat (profile sweep, sealing) have None
             labels.append(target["label"])
             values.append(row["ttft_ms_median"])
             whiskers.append(row["ttft_ms_p90"])

@@ -6,24 +6,25 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchlib.goals import evaluate
 from benchlib.machine import human_bytes
+from benchlib.report_sections import (added_ttft_section, edged_reported_section, engines_section, goals_section,
+                                      power_profiles_section, seal_cost_section, sealed_socket_section,
+                                      skipped_section)
 from benchlib.settings import REPO
+from benchlib.tables import markdown_table, text_table
+from benchlib.tables import num as _num
+from benchlib.tables import ratio as _ratio
 
 MARKER = "<!-- scripts/bench: everything below this line is generated; edit the method section above it -->"
 FALLBACK_HEADER = "# Benchmarks\n\nHow these numbers are made: see `scripts/bench --help` and `scripts/benchlib/`.\n"
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
 def target_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, target in results["targets"].items():
+        if "chat" not in target.get("capabilities", ["chat"]):
+            continue   # e.g. the power-profile sweep and the sealing micro-benchmark: sections of their own
         row = results["comparisons"]["rows"][name]
         rows.append([target["label"], _num(row["ready_s"], 2), _num(row["load_s"], 2),
                      _num(row["ttft_ms_median"]), _num(row["ttft_ms_p90"]),
@@ -43,12 +44,13 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:
     for item in results["comparisons"]["ratios"]:
         is_bytes = item["metric"] == "peak RSS"
         show = human_bytes if is_bytes else (lambda v: _num(v, 2))
-        rows.append([f"edged / {item['baseline']}", item["metric"], show(item["edged"]), show(item["baseline_value"]),
+        label = results["targets"].get(item["target"], {}).get("label", item["target"])
+        rows.append([label, item["baseline"], item["metric"], show(item["edged"]), show(item["baseline_value"]),
                      _ratio(item["ratio"])])
     return rows
 
 
-RATIO_HEADER = ["comparison", "metric", "edged", "baseline", "ratio"]
+RATIO_HEADER = ["edged target", "baseline", "metric", "edged", "baseline value", "ratio"]
 
 
 def llama_bench_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -64,18 +66,6 @@ def llama_bench_rows(results: dict[str, Any]) -> list[list[str]]:
 LLAMA_BENCH_HEADER = ["test", "median tok/s", "p10", "p90", "mean ± sd", "repetitions"]
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
-
-
 def print_summary(results: dict[str, Any]) -> None:
     print("\n== results ==")
     for warning in results["load"]["warnings"]:
@@ -87,10 +77,13 @@ def print_summary(results: dict[str, Any]) -> None:
     if results["comparisons"]["ratios"]:
         print("\nedged relative to the baselines:")
         print(text_table(RATIO_HEADER, ratio_rows(results)))
-    added = results["comparisons"]["added_ttft"]
-    if added:
-        print(f"\nTTFT added by edged over the in-process engine: median {added['median_added_ms']:.2f} ms "
+    for name, added in results["comparisons"]["added_ttft"].items():
+        label = results["targets"].get(name, {}).get("label", name)
+        print(f"\nTTFT added by {label} over the in-process engine: median {added['median_added_ms']:.2f} ms "
               f"over {added['pairs']} {added['method']} request pairs")
+    print("\ntargets:")
+    print(text_table(["target", "measured", "goal", "status"],
+                     [[g["goal"], g["measured"], g["target"], g["status"]] for g in evaluate(results)]))
     for failure in failures(results):
         print(f"FAILED: {failure}")
 
@@ -99,6 +92,8 @@ def failures(results: dict[str, Any]) -> list[str]:
     out = [f"llama.cpp baselines: {results['build_error']}"] if results.get("build_error") else []
     if isinstance(results.get("llama_bench"), dict) and results["llama_bench"].get("error"):
         out.append(f"llama-bench: {results['llama_bench']['error']}")
+    if (results.get("model_update") or {}).get("error"):
+        out.append(f"model-update transfer: {results['model_update']['error']}")
     for target in results["targets"].values():
         if target.get("error"):
             out.append(f"{target['label']}: {target['error']}")
@@ -133,6 +128,7 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
     parts += ["", f"Load: 1-min load average {load['start_loadavg']:.2f} at the start (max {load['max_loadavg']:.2f}); "
               f"other processes used {load['mean_other_cores']:.2f} cores on average, "
               f"{load['peak_other_cores']:.2f} at most (1 s samples, {load['duration_s']:.0f} s run)."]
+    parts += ["", *goals_section(results)]
     versions = results["versions"]
     facts = [["CPU", f"{machine['cpu_model']} ({machine['cores']} cores, {machine['arch']})"],
              ["memory", human_bytes(machine["memory_bytes"])], ["kernel", machine["kernel"]],
@@ -149,10 +145,15 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
               ["repetitions", f"{settings['repetitions']} per prompt, {results['prompt_count']} prompts, "
                "after 1 warm-up request"],
               ["idle window", f"{settings['idle_window_s']:.0f} s"], ["model", results["model_path"]]]
+    if "profile_requests" in settings:   # raw results of older runs lack these
+        facts += [["power profiles", f"{settings['profile_requests']} requests of {settings['profile_tokens']} tokens "
+                   "per profile, after 1 warm-up request"],
+                  ["sealing micro-benchmark", f"{settings['seal_repeat']} repeats of {settings['seal_number']} calls"]]
     parts += ["", "### Machine, versions and settings", "", markdown_table(["", ""], facts)]
     parts += ["", "### Per target", "", markdown_table(TARGET_HEADER, target_rows(results)), "",
               "TTFT: request sent to first content chunk, client side (raw llama-cpp-python and the in-process "
-              "engine: call to first chunk, inside the process). Decode: tokens after the first / time from the "
+              "engine: call to first chunk, inside the process; MQTT: from before the request is sealed to the first "
+              "chunk opened from the broker). Decode: tokens after the first / time from the "
               "first to the last chunk. p10 of a rate is its slow tail."]
     if (results.get("llama_bench") or {}).get("tests"):
         parts += ["", "### llama-bench", "", markdown_table(LLAMA_BENCH_HEADER, llama_bench_rows(results)), "",
@@ -160,7 +161,9 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
     if results["comparisons"]["ratios"]:
         parts += ["", "### edged relative to the baselines", "", markdown_table(RATIO_HEADER, ratio_rows(results)),
                   "", "A ratio above 1 means edged's number is larger: better for tok/s, worse for the others."]
-    for section in (_added_ttft_section(results), _edged_reported_section(results), _prefix_section(results)):
+    for section in (added_ttft_section(results), edged_reported_section(results), _prefix_section(results),
+                    sealed_socket_section(results), seal_cost_section(results), power_profiles_section(results),
+                    engines_section(results), skipped_section(results)):
         if section:
             parts += ["", *section]
     if plots:
@@ -175,40 +178,6 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
     if problems:
         parts += ["", "### Failures", ""] + [f"- {p}" for p in problems]
     return "\n".join(parts)
-
-
-def _added_ttft_section(results: dict[str, Any]) -> list[str]:
-    added = results["comparisons"]["added_ttft"]
-    if not added:
-        return ["### Time to first token added by edged", "", "Not measured (needs the `edged` target with the "
-                "`added-ttft` scenario, or the `edged` and `edged-engine` targets with `chat`)."]
-    reported = added["edged_reported_ttft_ms_median"]
-    return ["### Time to first token added by edged", "",
-            f"Median **{added['median_added_ms']:.2f} ms** (range {added['min_added_ms']:.2f} to "
-            f"{added['max_added_ms']:.2f} ms over {added['pairs']} paired requests): edged's client-side TTFT "
-            f"over the socket (median {added['edged_client_ttft_ms_median']:.1f} ms) minus the TTFT of the same "
-            f"request on edged's engine driven in the benchmark process "
-            f"(median {added['in_process_ttft_ms_median']:.1f} ms), "
-            + (f"alternating daemon and in-process request by request, {added.get('max_tokens')} generated tokens each."
-               if added["method"] == "alternating" else
-               "from the chat runs of the two targets (same requests in the same order, minutes apart).")
-            + (f" The daemon's own `edged.ttft_ms` median was {reported:.1f} ms." if reported is not None else "")]
-
-
-def _edged_reported_section(results: dict[str, Any]) -> list[str]:
-    stats = results["comparisons"]["edged_reported"]
-    if not stats:
-        return []
-    rows = [["queue wait ms", _num(stats["queue_ms"], 2)], ["TTFT ms (daemon side)", _num(stats["ttft_ms"])],
-            ["total ms", _num(stats["total_ms"])], ["decode tok/s", _num(stats["decode_tokens_per_s"])],
-            ["prompt tokens reused from the cache", _num(stats["prompt_cached_tokens"], 0)],
-            ["energy J per request", _num(stats["energy_j"], 3)],
-            ["energy J per token", _num(stats["energy_j_per_token"], 4)],
-            ["energy source", ", ".join(stats["energy_sources"])], ["profile", ", ".join(stats["profiles"])],
-            ["daemon start-up s (its `ready` log line)", _num(stats["daemon_startup_s"], 3)]]
-    return ["### edged's own statistics", "",
-            "Medians over the chat requests of the final event's `edged` object (the daemon's view, no transport).",
-            "", markdown_table(["statistic", "median"], rows)]
 
 
 def _prefix_section(results: dict[str, Any]) -> list[str]:

@@ -45,6 +45,25 @@ class BenchSettings:
         return 8
 
     @property
+    def profile_requests(self) -> int:
+        """Measured requests per power profile (after a warm-up); parked admits 6 a minute, so at most 5."""
+        return 3 if self.quick else 5
+
+    @property
+    def profile_tokens(self) -> int:
+        # eco and parked pace decoding to a few tokens a second: keep their requests short.
+        return 16 if self.quick else 32
+
+    @property
+    def seal_number(self) -> int:
+        """Calls per timed batch of the seal-cost micro-benchmark (timeit's `number`)."""
+        return 50 if self.quick else 200
+
+    @property
+    def seal_repeat(self) -> int:
+        return 3 if self.quick else 7
+
+    @property
     def llama_bench_repetitions(self) -> int:
         return 2 if self.quick else 5
 

@@ -20,6 +20,9 @@ CHAT = "chat"          # answers streamed chat requests: chat(messages, max_toke
 PROCESS = "process"    # is a separate process: pid is set while running
 SERVER = "server"      # a long-running service, whose CPU use while idle matters
 EDGED_DAEMON = "edged-daemon"   # edged's daemon, whose engine can also be driven in-process for comparison
+SEALED_SOCKET = "sealed-socket"  # edged's daemon with a client allowed to send sealed requests on its socket
+POWER_PROFILES = "power-profiles"  # edged's daemon whose power profile the benchmark may switch
+SEAL_MICRO = "seal-micro"       # e2e-v1 sealing and opening, in the benchmark process (no model)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Target(ABC):
     @abstractmethod
     def stop(self) -> dict[str, Any]:
         """Stop and free everything; returns facts only known at the end (e.g. exit status)."""
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this target cannot run on this machine or tree (the run skips it and says so), or None."""
+        return None
 
     @property
     def pid(self) -> int | None:

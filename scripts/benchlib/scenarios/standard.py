@@ -1,43 +1,17 @@
-"""The registry of scenarios: what is done to each running target, in order.
-
-A scenario runs on every selected target that has the capabilities it `requires`, and returns a
-JSON-ready dict that the report and the comparisons read. To add one (e.g. a power-profile sweep or
-a concurrency test), subclass Scenario and append it to SCENARIOS; idle-cpu stays last because it
-needs the target to have finished everything else.
-"""
+"""The scenarios every chat target gets: chat, prefix cache, edged's added TTFT, idle CPU."""
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import Any
 
 from benchlib import procs
 from benchlib.prompts import CHAT_PROMPTS, chat_messages, long_system_prompt, prefix_messages
 from benchlib.samples import RequestSample, Summary, summarize_requests
+from benchlib.scenarios.base import Log, Scenario, describe_sample
 from benchlib.settings import BenchSettings
 from benchlib.targets.base import CHAT, EDGED_DAEMON, SERVER, Target
 from benchlib.targets.inprocess_engine import InProcessEngineTarget
-
-Log = Callable[[str], None]
-
-
-def describe_sample(sample: RequestSample) -> str:
-    rate = sample.decode_tokens_per_s
-    return (f"ttft {sample.ttft_s * 1000:7.1f} ms, {sample.completion_tokens:3d} tokens "
-            f"({sample.finish_reason}), {rate:6.1f} tok/s" if rate else f"ttft {sample.ttft_s * 1000:7.1f} ms")
-
-
-class Scenario(ABC):
-    name: str = ""
-    requires: frozenset[str] = frozenset()
-
-    def applies_to(self, target: Target) -> bool:
-        return self.requires <= target.capabilities
-
-    @abstractmethod
-    def run(self, target: Target, settings: BenchSettings, log: Log) -> dict[str, Any]:
-        """Measure; raise RuntimeError to mark this scenario failed for this target."""
 
 
 class ChatScenario(Scenario):
@@ -141,9 +115,3 @@ class IdleCpuScenario(Scenario):
         log(f"    idle CPU {percent:.2f}% of one core ({cpu_s:.2f} s CPU over {elapsed:.1f} s)")
         return {"window_s": elapsed, "cpu_s": cpu_s, "cpu_percent_of_one_core": percent,
                 "rss_bytes_after": procs.rss_bytes(pid)}
-
-
-SCENARIOS: dict[str, Scenario] = {
-    scenario.name: scenario
-    for scenario in (ChatScenario(), PrefixCacheScenario(), AddedTtftScenario(), IdleCpuScenario())
-}
