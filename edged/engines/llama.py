@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,47 @@ PIECE_BUFFER = 256
 
 
 def _llama() -> Any:
-    import llama_cpp
-    from llama_cpp import _logger
+    """llama.cpp's ctypes bindings, without the package's high-level layer.
 
-    _logger.set_verbose(False)  # llama.cpp prints every load detail to stderr otherwise
-    return llama_cpp
+    `import llama_cpp` also imports numpy, jinja chat formats and the high-level `Llama` class
+    (about 100 ms at every start on a Pi-class CPU), none of which this engine uses. The package
+    is entered without running its __init__ and removed again, so a later `import llama_cpp`
+    elsewhere still gets the full package (and reuses these bindings).
+    """
+    bindings = sys.modules.get("llama_cpp.llama_cpp")
+    if bindings is None:
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec is None:
+            raise EngineError("llama-cpp-python is not installed; run scripts/setup")
+        if "llama_cpp" in sys.modules:
+            bindings = importlib.import_module("llama_cpp.llama_cpp")
+        else:
+            sys.modules["llama_cpp"] = importlib.util.module_from_spec(spec)
+            try:
+                bindings = importlib.import_module("llama_cpp.llama_cpp")
+            finally:
+                del sys.modules["llama_cpp"]
+    if _quiet_logs not in _INSTALLED:
+        bindings.llama_log_set(_log_callback(bindings), None)
+        _INSTALLED.append(_quiet_logs)
+    return bindings
+
+
+_INSTALLED: list[Any] = []
+_CALLBACKS: list[Any] = []  # ctypes callbacks must outlive every call llama.cpp makes to them
+GGML_LOG_LEVEL_ERROR = 3
+
+
+def _quiet_logs(level: int, text: bytes, _user_data: Any) -> None:
+    # llama.cpp narrates every load step on stderr; only its errors are worth a line in our log.
+    if level == GGML_LOG_LEVEL_ERROR and text:
+        sys.stderr.write(text.decode("utf-8", "replace"))
+
+
+def _log_callback(bindings: Any) -> Any:
+    callback = bindings.llama_log_callback(_quiet_logs)
+    _CALLBACKS.append(callback)
+    return callback
 
 
 class LlamaEngine(Engine):
