@@ -15,7 +15,7 @@ Modules, in the order a run uses them:
                 in-process engine, edged over MQTT sealed, edged per power profile, sealing, ONNX engine)
   scenarios/    what is done to each target (registry: chat, prefix-cache, added-ttft, sealed-socket,
                 seal-cost, power-profiles, idle-cpu)
-  model_update  hook for the model-update transfer benchmark (not measured until edged/fleet has one)
+  model_update  model-update transfer throughput (real depot and device pull through a local mosquitto)
   compare       ratios between targets and edged's added TTFT; goals checks the performance targets
   report        the stdout table and docs/benchmarks.md (report_sections: edged's sections; tables: helpers);
                 plots and plots_edged draw the PNGs

@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = parse_args(argv)
     procs.install_cleanup()
+    from edged.log import configure_logging
+
+    # edged code running inside the bench (engine, transfer, clients) logs warnings only, on stderr.
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
     command = shlex.join(["scripts/bench", *argv])
     try:
         return run(settings, command)
