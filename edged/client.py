@@ -14,6 +14,14 @@ from edged.transports.framing import KIND_CONTROL, KIND_JSON, KIND_SEALED, encod
 _LENGTH = struct.Struct(">I")
 
 
+def event_of(plaintext: bytes) -> dict[str, Any]:
+    """A response event from a sealed chunk's plaintext; an error object becomes RemoteError."""
+    event = json.loads(plaintext)
+    if "error" in event:
+        raise RemoteError(event["error"]["code"], event["error"]["message"])
+    return event
+
+
 class SocketClient:
     def __init__(self, path: Path, timeout: float | None = 300.0, max_frame: int = 16 * 1024 * 1024) -> None:
         self.path = path
@@ -124,9 +132,6 @@ class SocketClient:
                 error = event.get("error", {})
                 raise RemoteError(error.get("code", "internal"), error.get("message", "unexpected reply"))
             chunk = opener.open(payload)  # StreamError on anything tampered, reordered or replayed
-            event = json.loads(chunk.plaintext)
-            if "error" in event:
-                raise RemoteError(event["error"]["code"], event["error"]["message"])
-            yield event
+            yield event_of(chunk.plaintext)
             if chunk.final:
                 return

@@ -11,7 +11,8 @@ from typing import Any, Iterator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.crypto.client import PrekeyInfo, SealedRequest, verify_prekey_record
-from edged.errors import EdgedError, RemoteError, TransportError
+from edged.client import event_of
+from edged.errors import EdgedError, TransportError
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
@@ -102,9 +103,6 @@ class SealedMqttClient:
                 chunk = sealed.opener.open(message.payload)
             except EdgedError:
                 continue  # not ours, replayed or forged: the opener refuses it and the stream goes on
-            event = json.loads(chunk.plaintext)
-            if "error" in event:
-                raise RemoteError(event["error"]["code"], event["error"]["message"])
-            yield event
+            yield event_of(chunk.plaintext)
             if chunk.final:
                 return
