@@ -84,7 +84,10 @@ class SealedMqttClient:
         return next(self.events(sealed, timeout))
 
     def send(self, sealed: SealedRequest) -> None:
-        self.link.publish(self.topics.request, sealed.data, qos=1)
+        # MQTT 5 hints for brokers and bridges that route by them; the device ignores both and uses
+        # the response topic sealed inside the request.
+        self.link.publish(self.topics.request, sealed.data, qos=1, response_topic=self._resp_topic,
+                          correlation_data=sealed.req_id)
 
     def ask(self, body: dict[str, Any], timeout: float = 120.0) -> Iterator[dict[str, Any]]:
         """Seal, publish and yield each response event until the final one."""
