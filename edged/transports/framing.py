@@ -14,6 +14,9 @@ KIND_JSON = 0x02
 KIND_CONTROL = 0x03
 KINDS = (KIND_SEALED, KIND_JSON, KIND_CONTROL)
 DEFAULT_MAX_FRAME = 1024 * 1024
+# Once a frame has started, the rest must follow promptly: a client that stalls mid-frame would
+# otherwise hold a connection slot forever.
+FRAME_BODY_TIMEOUT_S = 30.0
 _LENGTH = struct.Struct(">I")
 
 
@@ -42,9 +45,11 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_
     if length > max_frame:
         raise BadRequest(f"frame of {length} bytes exceeds the maximum of {max_frame}")
     try:
-        body = await reader.readexactly(length)
+        body = await asyncio.wait_for(reader.readexactly(length), FRAME_BODY_TIMEOUT_S)
     except asyncio.IncompleteReadError as exc:
         raise BadRequest(f"frame cut short: {len(exc.partial)} of {length} bytes") from None
+    except TimeoutError:
+        raise BadRequest(f"frame of {length} bytes not complete within {FRAME_BODY_TIMEOUT_S:g} s") from None
     if body[0] not in KINDS:
         raise BadRequest(f"unknown frame kind 0x{body[0]:02x}; expected 0x01, 0x02 or 0x03")
     return body[0], body[1:]

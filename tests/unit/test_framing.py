@@ -41,3 +41,17 @@ def test_malformed(data, reason):
 
 def test_control_kind_accepted():
     assert _read(encode_frame(KIND_CONTROL, b"{}"))[0] == KIND_CONTROL
+
+
+def test_stalled_frame_body_times_out(monkeypatch):
+    from edged.transports import framing
+
+    monkeypatch.setattr(framing, "FRAME_BODY_TIMEOUT_S", 0.05)
+
+    async def run():
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"\x00\x00\x00\x10\x02{")  # 16 bytes announced, 2 sent, then nothing
+        return await read_frame(reader)
+
+    with pytest.raises(BadRequest, match="not complete within"):
+        asyncio.run(run())
