@@ -41,7 +41,10 @@ class Daemon:
         self.model_path = config.model.path or demo_model_path()
         self.core: Core | None = None
         self.transport: UnixSocketTransport | None = None
+        self.mqtt: Any = None  # an MqttSession when [mqtt] is configured
         self._tasks: list[asyncio.Task[None]] = []
+        self.reload_hooks: list[Any] = []  # SIGHUP: allow-list, profiles
+        self.prekey_hooks: list[Any] = []  # a new prekey record: republish it
         self.exit_code = 0
 
     # ---- signals --------------------------------------------------------------------------
@@ -66,7 +69,6 @@ class Daemon:
             except EdgedError as exc:
                 logger.error("reload failed; keeping the previous settings", error=str(exc))
 
-    reload_hooks: list[Any] = []
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -74,8 +76,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self.reload_hooks = []
-        self.prekey_hooks = []
+
         try:
             await self._start()
         except EdgedError as exc:
@@ -134,12 +135,15 @@ class Daemon:
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
             max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
-            model_name=self._model_name, sealed=self.gateway,
+            model_name=self.model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
-            await self._start_mqtt(self.config.mqtt)
+            from edged.mqtt_session import MqttSession
+
+            self.mqtt = MqttSession(self, self.config.mqtt)
+            await self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
         self._tasks.append(asyncio.create_task(self._govern_forever(), name="governor"))
@@ -147,103 +151,10 @@ class Daemon:
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
 
-    async def _start_mqtt(self, settings: Any) -> None:
-        from edged.mqtt.link import MqttLink
-        from edged.transports.mqtt import MqttRequestTransport
-        from edged.transports.mqtt_presence import Presence
-        from edged.transports.topics import DeviceTopics
-
-        assert self.core is not None
-        topics = DeviceTopics(settings.topic_prefix, self.config.device_id)
-        self.topics = topics
-        self.presence = Presence(topics, self.state_dir, self._describe, self.gateway.prekeys.current_record)
-        self.link = MqttLink(settings, client_id=f"edged-{self.config.device_id}", will=self.presence.next_will,
-                             on_connect=self._mqtt_connected, on_disconnect=self._mqtt_disconnected)
-        self.presence.link = self.link
-        self.mqtt_transport = MqttRequestTransport(self.link, topics, self.core, self.gateway, self._model_name,
-                                                   flush_interval_s=self.config.privacy.chunk_interval_ms / 1000)
-        await self.mqtt_transport.start()
-        from edged.transports.mqtt_commands import MqttCommands
-
-        self.mqtt_commands = MqttCommands(self.link, topics, self.gateway, self._remote_profile, self._remote_status)
-        await self.mqtt_commands.start()
-        self.prekey_hooks.append(self.presence.publish_prekey)
-        self.core.profile_observers.append(lambda name, reason: self.presence.birth())
-        if self.config.telemetry.enabled:
-            await self._start_telemetry(topics)
-        if self.config.updates is not None:
-            from edged.fleet.service import UpdateService
-
-            self.updates = UpdateService(self.config.updates, self.state_dir, self.config.device_id, self.link,
-                                         topics, self)
-            await self.updates.start()
-        self.link.start()
-
-    async def _start_telemetry(self, topics: Any) -> None:
-        from edged.telemetry.metrics import Metrics
-        from edged.telemetry.publisher import TelemetryPublisher
-        from edged.telemetry.spool import Spool
-
-        assert self.core is not None
-        spool = Spool(self.state_dir / "telemetry-spool.db", self.config.telemetry.spool_max_bytes)
-        await asyncio.to_thread(spool.open)
-        self.spool = spool
-        self.telemetry = TelemetryPublisher(self.link, topics.telemetry, spool, Metrics(), self.config.device_id,
-                                            self.config.telemetry.interval_s, self._power_state, self._device_state)
-        self.core.observers.append(self.telemetry.on_request)
-        self.core.reject_observers.append(self.telemetry.metrics.record_reject)
-        await self.telemetry.start()
-
-    def _remote_profile(self, name: str) -> dict[str, Any]:
-        if name != "auto" and name not in self.profiles:
-            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
-        logger.info("remote profile override", profile=name)
-        reply = self.override_profile(name, "remote")
-        return reply
-
-    def _remote_status(self) -> dict[str, Any]:
-        self.presence.birth()
-        return self.status()
-
-    def _mqtt_connected(self, event: Any) -> None:  # paho's thread
-        self.presence.birth()
-        if getattr(self, "telemetry", None) is not None:
-            self.telemetry.on_connect()
-
-    def _mqtt_disconnected(self, event: Any) -> None:  # paho's thread
-        if getattr(self, "telemetry", None) is not None:
-            self.telemetry.on_disconnect()
-
-    def _describe(self) -> dict[str, Any]:
-        info = self.worker.info
-        return {"model": None if info is None else {"name": info.name, "format": info.format},
-                "profile": self.core.profile.name if self.core else None}
-
-    def _device_state(self) -> dict[str, Any]:
-        assert self.core is not None
-        status = self.core.status()
-        return {"queue_depth": status["queue"]["waiting"] + status["queue"]["running"],
-                "profile": status["profile"], "governor_reason": self.governor.reason}
-
-    def _power_state(self) -> Any:
-        from edged.telemetry.compose import PowerState
-
-        readings = self.energy.latest()
-        counters = self.energy.counters()
-        if readings is None:
-            return PowerState()
-        return PowerState(
-            temperature_cel=readings.temperature_c,
-            temperature_source="thermal_zone_max" if readings.temperature_c is not None else None,
-            throttled_flags=readings.throttled.raw if readings.throttled is not None else None,
-            power_w=readings.power_w, energy_j=self.energy.total_j if counters else None,
-            energy_source="+".join(sorted(counters)) if counters else readings.power_source,
-            energy_scope=readings.power_scope)
-
     async def _stop_parts(self) -> None:
         # Reverse order, each step on its own so one failure does not skip the rest.
-        if getattr(self, "mqtt_transport", None) is not None:
-            self.mqtt_transport.stop_accepting()
+        if self.mqtt is not None:
+            self.mqtt.stop_accepting()
         if self.transport is not None:
             try:
                 await self.transport.stop_listening()
@@ -258,21 +169,12 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
-        if getattr(self, "mqtt_transport", None) is not None:
-            await self.mqtt_transport.close()
-            await self.mqtt_commands.close()
-        if getattr(self, "updates", None) is not None:
-            await self.updates.stop()
-        if getattr(self, "telemetry", None) is not None:
-            await self.telemetry.stop()
-        if getattr(self, "link", None) is not None:
+        if self.mqtt is not None:
             try:
-                await asyncio.to_thread(self.link.stop, [self.presence.stopped_message()], 5.0)
+                await self.mqtt.close()
             except Exception:
                 logger.exception("stopping MQTT failed")
                 self.exit_code = 1
-        if getattr(self, "spool", None) is not None:
-            self.spool.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -314,7 +216,6 @@ class Daemon:
             except Exception:
                 logger.exception("key maintenance failed")
 
-    prekey_hooks: list[Any] = []
 
     async def _govern_forever(self) -> None:
         """Ask the governor once per sampling period; a switch goes to the core with its reason."""
@@ -357,14 +258,14 @@ class Daemon:
     async def _control_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return self.gateway.prekey_reply()
 
-    def _model_name(self) -> str:
+    def model_name(self) -> str:
         info = self.worker.info
         return info.name if info else Path(self.model_path).stem
 
     def _status_line(self) -> str:
         assert self.core is not None
         status = self.core.status()
-        return (f"model {self._model_name()}, profile {status['profile']}, "
+        return (f"model {self.model_name()}, profile {status['profile']}, "
                 f"{status['queue']['waiting']} waiting, {status['queue']['running']} running")
 
     def status(self) -> dict[str, Any]:
