@@ -136,8 +136,9 @@ class Core:
             return
         job.cancel("deadline")
         if not job.started:
-            self._queue.remove(job)
-            heapq.heapify(self._queue)
+            if job in self._queue:  # else the dispatcher holds it, waiting for a model swap to end
+                self._queue.remove(job)
+                heapq.heapify(self._queue)
             self._finish_error(job, RequestError("deadline passed while queued"), code="deadline_exceeded")
 
     # ---- profiles --------------------------------------------------------------------------
@@ -182,15 +183,16 @@ class Core:
                 self._last_activity = time.monotonic()
 
     async def _apply_engine_settings(self) -> None:
-        wanted = engine_settings(self.profile)
-        if self._worker.loaded and self._worker.settings != wanted:
-            logger.info("reloading model for profile", profile=self.profile.name)
-            await self._worker.unload()
-        if not self._worker.loaded and self._queue:
-            try:
-                await self._worker.load(wanted)
-            except EngineError as exc:
-                logger.error("model failed to load", error=str(exc))
+        async with self._model_lock:  # never while a model swap is loading the new engine
+            wanted = engine_settings(self.profile)
+            if self._worker.loaded and self._worker.settings != wanted:
+                logger.info("reloading model for profile", profile=self.profile.name)
+                await self._worker.unload()
+            if not self._worker.loaded and self._queue:
+                try:
+                    await self._worker.load(wanted)
+                except EngineError as exc:
+                    logger.error("model failed to load", error=str(exc))
 
     async def _run(self, job: Job) -> None:
         job.started = True

@@ -211,3 +211,28 @@ def test_per_client_rate_from_the_profile():
         await core.stop()
 
     run(main())
+
+
+def test_deadline_while_waiting_for_a_model_swap():
+    async def main():
+        slow_load = FakeEngine(tokens=1)
+        core = await make_core(FakeEngine(tokens=1))
+        original_load = slow_load.load
+
+        def load_slowly(settings):
+            import time as _time
+            _time.sleep(0.3)  # the swap holds the model lock while the new model loads
+            return original_load(settings)
+
+        slow_load.load = load_slowly
+        swap = asyncio.create_task(core.swap_engine(slow_load))
+        await asyncio.sleep(0.01)
+        job = core.submit(request(deadline_ms=50), transport="t", peer="p")
+        events = await collect(job)
+        await swap
+        await core.stop()
+        return events, slow_load.loads
+
+    events, loads = run(main())
+    assert events[-1].code == "deadline_exceeded"
+    assert loads == 1  # the dispatcher waited for the swap instead of loading the new engine a second time
