@@ -36,3 +36,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     d = DaemonProcess(tmp_path_factory.mktemp("daemon"), "--profile", "balanced").start()
     yield d
     d.kill()
+
+
+# Property tests must not fail on a slow CI machine (no per-example deadline), and a CI run must be
+# reproducible (derandomize: the same examples every run; new ones are found by running locally).
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("edged", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("edged")
