@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 
 from edged.errors import ConfigError
 from edged.atomic import write_atomic
+from edged.fleet.hashing import HASH_BLOCK, sha256_file
 from edged.fleet.dsse import describe_validation_error
 from edged.fleet.keystore import OperatorKeys, keyid_of_hex
 from edged.fleet.manifest import Artifact, ReleaseManifest, is_safe_name
@@ -28,7 +28,6 @@ from edged.fleet.trust import (
     utc_now,
 )
 
-HASH_BLOCK: Final = 1024 * 1024
 PROGRESS_FROM_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -252,23 +251,20 @@ def _describe_root(root: TrustRoot) -> str:
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
+    def progress(done: int) -> None:
+        if total >= PROGRESS_FROM_BYTES and (done // HASH_BLOCK) % 64 == 0:
+            print(f"\rhashing {path.name}: {100 * done // total}%", end="", file=sys.stderr, flush=True)
+
     try:
         total = path.stat().st_size
-        digest = hashlib.sha256()
-        done = 0
-        with path.open("rb") as model:
-            while block := model.read(HASH_BLOCK):
-                digest.update(block)
-                done += len(block)
-                if total >= PROGRESS_FROM_BYTES and (done // HASH_BLOCK) % 64 == 0:
-                    print(f"\rhashing {path.name}: {100 * done // total}%", end="", file=sys.stderr, flush=True)
+        done, sha256 = sha256_file(path, on_progress=progress)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if total >= PROGRESS_FROM_BYTES:
         print(f"\rhashing {path.name}: 100%", file=sys.stderr)
     if done == 0:
         raise ConfigError(f"{path} is empty")
-    return done, digest.hexdigest()
+    return done, sha256
 
 
 def _parse_expires(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -14,13 +13,13 @@ import structlog
 
 from edged.errors import ConfigError, UpdateError
 from edged import atomic
+from edged.fleet.hashing import sha256_file
 from edged.fleet import dsse
 from edged.fleet.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 
 logger = structlog.get_logger(__name__)
 
-HASH_BLOCK: Final = 1024 * 1024
 MISS_TTL_S: Final = 10.0  # an unknown release is looked up again after this: it may have been signed since
 
 
@@ -141,10 +140,6 @@ class ReleaseCatalog:
         if cached is not None:
             return cached
         started = time.monotonic()
-        digest = hashlib.sha256()
-        with path.open("rb") as model:
-            while block := model.read(HASH_BLOCK):
-                digest.update(block)
-        self._hashes[key] = digest.hexdigest()
+        self._hashes[key] = sha256_file(path)[1]
         logger.info("depot_hashed", file=path.name, seconds=round(time.monotonic() - started, 2))
         return self._hashes[key]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from pathlib import Path
 from typing import Final
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edged.errors import UpdateError
 from edged import atomic
+from edged.fleet.hashing import sha256_file
 from edged.fleet import dsse
 from edged.fleet.manifest import Artifact
 
@@ -20,7 +20,6 @@ logger = structlog.get_logger(__name__)
 
 PARTIAL_SUFFIX: Final = ".partial"
 BITMAP_SUFFIX: Final = ".bitmap"
-HASH_BLOCK: Final = 1024 * 1024
 
 
 class BitmapFile(BaseModel):
@@ -175,13 +174,7 @@ class PartialDownload:
 
 def verify_file(path: Path, artifact: Artifact) -> None:
     """Streaming SHA-256 of the whole file against the signed manifest: the check that counts."""
-    digest = hashlib.sha256()
-    total = 0
-    with path.open("rb") as model:
-        while block := model.read(HASH_BLOCK):
-            digest.update(block)
-            total += len(block)
-            if total > artifact.size:
-                break  # the hard size cap: never hash (or trust) more than the manifest allows
-    if total != artifact.size or digest.hexdigest() != artifact.sha256:
+    # The hard size cap: never hash (or trust) more than the manifest allows.
+    total, sha256 = sha256_file(path, limit=artifact.size)
+    if total != artifact.size or sha256 != artifact.sha256:
         raise UpdateError("hash", f"{artifact.name}: SHA-256 or size differs from the signed manifest")
