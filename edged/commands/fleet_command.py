@@ -21,7 +21,8 @@ def cmd_fleet_command(args: argparse.Namespace) -> int:
         raise ConfigError("--device-identity must be the device's identity key in hex (edged keys show)") from None
     body: dict[str, Any] = ({"command": "status"} if args.action == "status"
                             else {"command": "profile", "set": args.profile})
-    with SealedMqttClient(mqtt_settings(args), device_id=args.device, client_key=load_private_key_file(Path(args.client_key)),
+    client_key = load_private_key_file(Path(args.client_key))
+    with SealedMqttClient(mqtt_settings(args), device_id=args.device, client_key=client_key,
                           device_identity=identity, response_prefix=args.response_prefix) as client:
         print(json.dumps(client.command(body, timeout=args.timeout), indent=2))
     return 0
