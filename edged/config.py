@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from edged.atomic import read_bounded
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
 from edged.validation import describe_validation_error
@@ -145,8 +146,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def read_toml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = read_bounded(path, max_bytes)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if len(data) > max_bytes:

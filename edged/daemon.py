@@ -232,9 +232,12 @@ class Daemon:
         if decision.changed:
             self.core.set_profile(self.profiles[decision.profile_name], reason=decision.reason)
 
-    def override_profile(self, name: str | None, source: str) -> dict[str, Any]:
-        """A local (socket) or remote (MQTT command) override; `None` or "auto" hands back to the governor."""
-        self.governor.set_override(None if name in (None, "auto") else name, source)  # type: ignore[arg-type]
+    def override_profile(self, name: str, source: str) -> dict[str, Any]:
+        """A local (socket) or remote (MQTT command) override; "auto" hands back to the governor."""
+        if name != "auto" and name not in self.profiles:
+            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
+        logger.info("profile override", profile=name, source=source)
+        self.governor.set_override(None if name == "auto" else name, source)  # type: ignore[arg-type]
         self._govern()
         return {"profile": self.governor.active, "reason": self.governor.reason,
                 "overrides": self.governor.overrides()}
@@ -286,7 +289,4 @@ class Daemon:
             raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
         if peer.uid not in (0, os.getuid()):
             raise Unauthorized("only root or the daemon's user may change the profile")
-        if name != "auto" and name not in self.profiles:
-            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
-        logger.info("local profile override", profile=name, uid=peer.uid)
         return self.override_profile(name, "local")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from edged.errors import BadRequest
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
 from edged.transports.mqtt import MqttRequestTransport
@@ -17,9 +14,6 @@ from edged.transports.topics import DeviceTopics
 
 if TYPE_CHECKING:
     from edged.daemon import Daemon
-
-logger = structlog.get_logger(__name__)
-
 
 class MqttSession:
     """Built and started by the daemon once the model is loaded; closed after the core has drained."""
@@ -98,9 +92,6 @@ class MqttSession:
 
     # ---- what the broker is told ------------------------------------------------------------------
     def _remote_profile(self, name: str) -> dict[str, Any]:
-        if name != "auto" and name not in self._daemon.profiles:
-            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self._daemon.profiles))}")
-        logger.info("remote profile override", profile=name)
         return self._daemon.override_profile(name, "remote")
 
     def _remote_status(self) -> dict[str, Any]:

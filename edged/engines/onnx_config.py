@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edged.validation import describe_validation_error
+from edged.atomic import read_bounded
 from edged.errors import EngineError
 
 CONFIG_FILE = "edged_model.json"
@@ -104,8 +105,7 @@ T = TypeVar("T", bound=BaseModel)
 def read_json_file(path: Path, model: type[T], max_bytes: int) -> T:
     """Read and validate one JSON file of the model directory; every failure is an EngineError naming it."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = read_bounded(path, max_bytes)
     except FileNotFoundError:
         raise EngineError(f"{path} is missing; is {path.parent} an edged ONNX model directory?") from None
     except OSError as exc:

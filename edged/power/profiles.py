@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import edged
+from edged.atomic import read_bounded
 from edged.errors import ConfigError
 from edged.validation import describe_validation_error
 
@@ -154,8 +155,7 @@ def load_profile(path: Path | str) -> Profile:
     """Read, parse and validate one profile file; its ``name`` must equal the file stem."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_PROFILE_BYTES + 1)
+        raw = read_bounded(path, MAX_PROFILE_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
     if len(raw) > MAX_PROFILE_BYTES:
