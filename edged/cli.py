@@ -19,6 +19,7 @@ examples:
   edged status                                 model, profile, queue and uptime as JSON
   edged check-config /etc/edged/edged.toml     validate a config file
   edged convert onnx model.gguf ./model-onnx   convert a GGUF for the ONNX engine
+  edged doctor                                 check the engine, CPU variant, model, sensors and clock
   edged <command> --help                       details of one command
 
 docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
@@ -201,9 +202,10 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
 
 def _register_groups(sub: Any) -> None:
-    from edged.commands import convert, keys, profiles
+    from edged.commands import convert, doctor, keys, profiles
 
     convert.register(sub)
+    doctor.register(sub)
     keys.register(sub)
     profiles.register(sub)
     fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",

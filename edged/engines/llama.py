@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-import importlib
-import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from edged.engines import llama_backend
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.engines.chat_template import render_chat
 from edged.engines.textstream import TextStream
@@ -24,50 +22,6 @@ logger = structlog.get_logger(__name__)
 GGUF_MAGIC = b"GGUF"
 KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
 PIECE_BUFFER = 256
-
-
-def _llama() -> Any:
-    """llama.cpp's ctypes bindings, without the package's high-level layer.
-
-    `import llama_cpp` also imports numpy, jinja chat formats and the high-level `Llama` class
-    (about 100 ms at every start on a Pi-class CPU), none of which this engine uses. The package
-    is entered without running its __init__ and removed again, so a later `import llama_cpp`
-    elsewhere still gets the full package (and reuses these bindings).
-    """
-    bindings = sys.modules.get("llama_cpp.llama_cpp")
-    if bindings is None:
-        spec = importlib.util.find_spec("llama_cpp")
-        if spec is None:
-            raise EngineError("llama-cpp-python is not installed; run scripts/setup")
-        if "llama_cpp" in sys.modules:
-            bindings = importlib.import_module("llama_cpp.llama_cpp")
-        else:
-            sys.modules["llama_cpp"] = importlib.util.module_from_spec(spec)
-            try:
-                bindings = importlib.import_module("llama_cpp.llama_cpp")
-            finally:
-                del sys.modules["llama_cpp"]
-    if _quiet_logs not in _INSTALLED:
-        bindings.llama_log_set(_log_callback(bindings), None)
-        _INSTALLED.append(_quiet_logs)
-    return bindings
-
-
-_INSTALLED: list[Any] = []
-_CALLBACKS: list[Any] = []  # ctypes callbacks must outlive every call llama.cpp makes to them
-GGML_LOG_LEVEL_ERROR = 3
-
-
-def _quiet_logs(level: int, text: bytes, _user_data: Any) -> None:
-    # llama.cpp narrates every load step on stderr; only its errors are worth a line in our log.
-    if level == GGML_LOG_LEVEL_ERROR and text:
-        sys.stderr.write(text.decode("utf-8", "replace"))
-
-
-def _log_callback(bindings: Any) -> Any:
-    callback = bindings.llama_log_callback(_quiet_logs)
-    _CALLBACKS.append(callback)
-    return callback
 
 
 class LlamaEngine(Engine):
@@ -106,7 +60,7 @@ class LlamaEngine(Engine):
     def load(self, settings: EngineSettings) -> ModelInfo:
         self.unload()
         size = self._check_file()
-        lib = self._lib = _llama()
+        lib = self._lib = llama_backend.bindings()
         lib.llama_backend_init()
         mparams = lib.llama_model_default_params()
         mparams.use_mmap = settings.mmap
@@ -142,7 +96,7 @@ class LlamaEngine(Engine):
                          context=self._n_ctx, context_train=int(lib.llama_model_n_ctx_train(model)),
                          threads=threads)
         logger.info("model loaded", model=info.name, path=info.path, context=info.context, threads=threads,
-                    kv_cache_type=settings.kv_cache_type)
+                    kv_cache_type=settings.kv_cache_type, cpu_variant=llama_backend.loaded_variant())
         return info
 
     def _metadata(self) -> dict[str, str]:
