@@ -17,7 +17,8 @@ from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.worker import ModelWorker
 from edged.errors import BadRequest, Busy, EngineError, RequestError
 from edged.job import Job, Pacer, RequestSummary
-from edged.messages import ChatRequest, ErrorEvent, FinalEvent, Stats, TokenEvent, Usage
+from edged.messages import ChatRequest, ErrorEvent, FinalEvent, Stats, Usage
+from edged.structured.shaper import Shaper, plan_for
 
 if TYPE_CHECKING:
     from edged.power.profiles import Profile
@@ -199,10 +200,16 @@ class Core:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         req = job.request
+        try:
+            shaper = Shaper(plan_for(req))  # JSON and tool answers: grammar, shaping, validation
+        except RequestError as exc:
+            self._finish_error(job, exc)
+            return
+        plan = shaper.plan
         params = SamplingParams(max_tokens=min(req.max_tokens or self.profile.engine.max_tokens,
                                                self.profile.engine.max_tokens),
-                                temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stop_list())
-        pieces: list[str] = []
+                                temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                                stop=plan.engine_stops(), grammar=plan.grammar, tools=plan.prompt_tools)
         pacer, flag, deadline = self._pacer, job.cancel_flag, job.deadline
         streaming = req.stream
         last = [time.monotonic()]
@@ -214,10 +221,9 @@ class Core:
             if now > deadline:
                 job.cancel("deadline")
                 return False
-            if streaming:
-                loop.call_soon_threadsafe(job.push, TokenEvent(text))
-            else:
-                pieces.append(text)
+            for event in shaper.feed(text):
+                if streaming:
+                    loop.call_soon_threadsafe(job.push, event)
             if pacer.active:
                 pause = pacer.pause_after(now - last[0])
                 if pause > 0 and flag.wait(pause):
@@ -246,6 +252,13 @@ class Core:
             self._finish_error(job, RequestError(f"request {job.cancel_reason or 'cancelled'}"), code=code,
                                result=result)
             return
+        try:
+            outcome = shaper.finish(result.finish_reason)
+        except RequestError as exc:
+            self._finish_error(job, exc, result=result)
+            return
+        for event in outcome.tail if streaming else ():
+            job.push(event)
         ended = time.monotonic()
         stats = Stats(queue_ms=(started - job.submitted) * 1000, ttft_ms=(started - job.submitted + result.prompt_s) * 1000,
                       total_ms=(ended - job.submitted) * 1000,
@@ -255,8 +268,9 @@ class Core:
                       energy_scope=getattr(energy, "scope", energy.source), profile=self.profile.name,
                       prompt_cached_tokens=result.cached_prompt_tokens)
         usage = Usage(result.prompt_tokens, result.completion_tokens)
-        job.push(FinalEvent(finish_reason=result.finish_reason, usage=usage, stats=stats, text="".join(pieces)))
-        self._summarise(job, "ok", result.finish_reason, usage, stats)
+        job.push(FinalEvent(finish_reason=outcome.finish_reason, usage=usage, stats=stats,
+                            text=outcome.content or "", tool_calls=outcome.tool_calls))
+        self._summarise(job, "ok", outcome.finish_reason, usage, stats)
 
     def _finish_error(self, job: Job, error: RequestError, code: str | None = None, result: Any = None) -> None:
         code = code or error.code
