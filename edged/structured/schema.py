@@ -83,9 +83,13 @@ class _Walk:
         if target in self.active:
             raise self.fail(where, f"recursive `$ref` {target!r}: recursive schemas are not supported, "
                                    "unroll it to a fixed depth")
+        known = self.expanded.get(f"{depth} {target}")
+        if known is not None:
+            return known
         self.active.append(target)
         try:
-            return self.node(self.defs[target], target[1:], depth + 1)
+            size = self.expanded[f"{depth} {target}"] = self.node(self.defs[target], target[1:], depth)
+            return size
         finally:
             self.active.pop()
 
