@@ -15,6 +15,7 @@ from edged import __version__
 from edged.config import Config
 from edged.core import Core
 from edged.engines import create_engine
+from edged.engines.prefix_store import PrefixStore
 from edged.engines.worker import ModelWorker
 from edged.errors import BadRequest, ConfigError, EdgedError, Unauthorized
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
@@ -115,7 +116,9 @@ class Daemon:
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
         engine = create_engine(Path(self.model_path))
-        self.worker = ModelWorker(engine)
+        prefix_bytes = self.config.model.prefix_cache_bytes
+        prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None
+        self.worker = ModelWorker(engine, prefix_store=prefixes)
         power = self.config.power
         self.energy = EnergyMeter.detect(power.sysfs_root, board=power.board)
         self.energy.start()
