@@ -63,11 +63,11 @@ class Signal(Generic[P]):
             except EdgedError as exc:  # an expected refusal (e.g. a bad allow-list on reload): no traceback
                 failed += 1
                 self._count(name)
-                logger.error("event listener refused", event=self.name, listener=name, error=str(exc))
+                logger.error("event listener refused", signal=self.name, listener=name, error=str(exc))
             except Exception:  # the emitter (the core's dispatcher, the daemon) must keep going
                 failed += 1
                 self._count(name)
-                logger.exception("event listener failed", event=self.name, listener=name)
+                logger.exception("event listener failed", signal=self.name, listener=name)
         return failed
 
     def _count(self, listener: str) -> None:

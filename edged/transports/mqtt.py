@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from edged.errors import EnvelopeRejected, RequestError
+from edged.errors import ClockNotSynchronised, EnvelopeRejected, RequestError
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ControlPort, CorePort, ExchangePort, GatewayPort
@@ -53,10 +53,17 @@ class MqttRequestTransport(MqttFeature):
     def _request_from_mqtt(self, message: InboundMessage) -> None:
         try:
             exchange = self._gateway.open(message.payload, message.topic)
+        except ClockNotSynchronised as exc:  # the one rejection an authenticated client hears about
+            self._refuse(exc.exchange, exc.answer())  # type: ignore[arg-type]
+            return
         except EnvelopeRejected as exc:
             self.dropped[exc.check] = self.dropped.get(exc.check, 0) + 1
             return
         self.spawn(self._answer(exchange), f"mqtt-answer-{exchange.request_id}")
+
+    def _refuse(self, exchange: ExchangePort, error: RequestError) -> None:
+        self.link.publish(exchange.resp_topic, exchange.seal(error.to_wire(), final=True, error=True), qos=1,
+                          correlation_data=exchange.opened.req_id, expiry_s=RESPONSE_EXPIRY_S)
 
     async def _answer(self, exchange: ExchangePort) -> None:
         correlation = exchange.opened.req_id

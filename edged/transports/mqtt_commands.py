@@ -13,7 +13,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edged.validation import describe_validation_error
-from edged.errors import BadRequest, EnvelopeRejected, RequestError, Unauthorized
+from edged.errors import BadRequest, ClockNotSynchronised, EnvelopeRejected, RequestError, Unauthorized
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ControlPort, ExchangePort, GatewayPort
@@ -77,6 +77,9 @@ class MqttCommands(MqttFeature):
     def _command_from_mqtt(self, message: InboundMessage) -> None:
         try:
             exchange = self._gateway.open(message.payload, message.topic)
+        except ClockNotSynchronised as exc:  # authenticated: told why, sealed
+            self._reply(exc.exchange, exc.answer().to_wire(), error=True)  # type: ignore[arg-type]
+            return
         except EnvelopeRejected:
             self.dropped += 1
             return
