@@ -74,8 +74,8 @@ class Core:
         self._dispatcher.add_done_callback(self._dispatcher_ended)
 
     def _dispatcher_ended(self, task: "asyncio.Task[None]") -> None:
-        # Without a dispatcher every admitted request would only time out: refuse new ones, and let
-        # the daemon's watchdog see `failure` (it stops feeding systemd and exits for a restart).
+        # Without a dispatcher every admitted request would only time out: refuse new ones; the
+        # daemon's watchdog sees `alive` go False, stops feeding systemd and exits for a restart.
         if task.cancelled():
             return
         self.failure = task.exception() or RuntimeError("the dispatcher returned")
@@ -86,9 +86,6 @@ class Core:
     def alive(self) -> bool:
         """False once the dispatcher has ended by itself (a bug); requests can no longer be served."""
         return self.failure is None
-
-    def stop_accepting(self) -> None:
-        self._accepting = False
 
     async def drain(self, timeout: float) -> int:
         """Wait for queued and running requests up to `timeout`, then cancel the rest; returns how many."""

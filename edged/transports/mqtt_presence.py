@@ -60,9 +60,9 @@ class Presence(MqttFeature):
         """On every connect: the retained `online` status and the current prekey record."""
         if self._link is None:
             return
-        self._link.publish(self._topics.status, self._status("online", version=__version__,
-                                                             capabilities=list(CAPABILITIES), **self._control.describe()),
-                           qos=1, retain=True)
+        online = self._status("online", version=__version__, capabilities=list(CAPABILITIES),
+                              **self._control.describe())
+        self._link.publish(self._topics.status, online, qos=1, retain=True)
         self.publish_prekey()
 
     def publish_prekey(self) -> None:

@@ -39,7 +39,8 @@ def make(tmp_path: Path, policy: str = "reject") -> tuple[SealedGateway, Ed25519
     return gateway, key
 
 
-def seal(gateway: SealedGateway, key: Ed25519PrivateKey, topic: str = TOPICS.request, body: Any = BODY) -> SealedRequest:
+def seal(gateway: SealedGateway, key: Ed25519PrivateKey, topic: str = TOPICS.request,
+         body: Any = BODY) -> SealedRequest:
     return SealedRequest.build(client_key=key, prekey=gateway.prekeys.current_info(),
                                identity_pub=gateway.identity.public_bytes, request_topic=topic, resp_topic=RESP,
                                body=json.dumps(body).encode())
