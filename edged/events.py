@@ -40,14 +40,14 @@ class Signal(Generic[P]):
     def __init__(self, name: str, errors: dict[str, int]) -> None:
         self.name = name
         self._errors = errors
-        self._listeners: list[tuple[str, Callable[P, None]]] = []
+        self._listeners: list[tuple[str, Callable[P, object]]] = []
 
-    def connect(self, listener: Callable[P, None], name: str | None = None) -> Callable[P, None]:
+    def connect(self, listener: Callable[P, object], name: str | None = None) -> Callable[P, object]:
         """Add a listener (called after those already connected); returns it, so it can decorate."""
         self._listeners.append((name or listener_name(listener), listener))
         return listener
 
-    def disconnect(self, listener: Callable[P, None]) -> None:
+    def disconnect(self, listener: Callable[P, object]) -> None:
         self._listeners = [(n, fn) for n, fn in self._listeners if fn != listener]
 
     @property

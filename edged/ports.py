@@ -34,9 +34,12 @@ class ModelCorePort(CorePort, Protocol):
 class OpenedPort(Protocol):
     """The authenticated parts of a sealed request (``crypto.envelope.OpenedRequest``)."""
 
-    req_id: bytes
-    body: bytes
-    resp_topic: str
+    @property
+    def req_id(self) -> bytes: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def resp_topic(self) -> str: ...
 
 
 class ExchangePort(Protocol):
