@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger(__name__)
 
+CORE_FAILED = "the request core has failed; edged is restarting, retry shortly"
+
 
 class EnergyAccounting(Protocol):
     def begin(self) -> Any: ...
@@ -81,6 +83,10 @@ class Core:
         self.failure = task.exception() or RuntimeError("the dispatcher returned")
         self._accepting = False
         logger.critical("request dispatcher ended; refusing new requests", error=repr(self.failure))
+        waiting, self._queue = self._queue, []
+        for job in waiting:  # answered now rather than by their deadline timers
+            job.cancel("core failed")
+            self._finish_error(job, InternalError(CORE_FAILED))
 
     @property
     def alive(self) -> bool:
@@ -118,7 +124,7 @@ class Core:
         """Admit a request or raise at once (Busy, BadRequest); never waits."""
         admission = self.profile.admission
         if self.failure is not None:
-            raise self._reject(InternalError("the request core has failed; edged is restarting, retry shortly"))
+            raise self._reject(InternalError(CORE_FAILED))
         if not self._accepting:
             raise self._reject(Busy("the daemon is stopping; retry on another device or later"))
         if request.priority not in admission.priorities:

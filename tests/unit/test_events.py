@@ -162,6 +162,27 @@ def test_a_dead_dispatcher_refuses_requests_instead_of_letting_them_time_out() -
     assert core.status()["requests"] == {"rejected_internal": 1}
 
 
+def test_requests_queued_when_the_dispatcher_dies_are_answered_at_once() -> None:
+    async def main() -> list[Any]:
+        core = Core(ModelWorker(FakeEngine(tokens=2)), make_profile(), RequestLimits(), FixedEnergy())
+        queued = asyncio.Event()
+
+        async def broken() -> None:
+            await queued.wait()
+            raise RuntimeError("dispatcher bug")
+
+        core._apply_engine_settings = broken  # type: ignore[method-assign]
+        await core.start()
+        job = core.submit(request(), transport="t", peer="p")
+        queued.set()
+        events = [e async for e in job.stream()]
+        await core.stop()
+        return events
+
+    (event,) = run(main())
+    assert isinstance(event, ErrorEvent) and event.code == "internal" and "restarting" in event.message
+
+
 def test_the_watchdog_is_not_fed_and_the_daemon_stops_when_the_dispatcher_died(tmp_path: Any) -> None:
     async def main() -> tuple[bool, bool, int]:
         daemon = Daemon(Config.model_validate({"state_dir": str(tmp_path)}))
