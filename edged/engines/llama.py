@@ -40,7 +40,7 @@ class LlamaEngine(Engine):
         # Tokens whose keys and values are in the KV cache now, in order: the reusable prefix.
         self._cached: list[int] = []
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
-        self._one = None
+        self._one: Any = None
 
     @property
     def loaded(self) -> bool:
@@ -139,7 +139,7 @@ class LlamaEngine(Engine):
         n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, room, self._add_bos, special)
         if n < 0:
             raise BadRequest("prompt could not be tokenised")
-        return tokens[:n]
+        return list(tokens[:n])
 
     def _sampler(self, params: SamplingParams) -> Any:
         lib = self._lib

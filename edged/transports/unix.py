@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
+from edged.errors import BadRequest, RequestError, TransportError, Unauthorized
 from edged.messages import ChatRequest, error_object, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
@@ -35,8 +35,10 @@ class Peer:
 
 
 class SealedExchange(Protocol):
-    request_id: str
-    client_label: str
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def client_label(self) -> str: ...
 
     def seal(self, obj: dict[str, Any], *, final: bool, error: bool = False) -> bytes: ...
 

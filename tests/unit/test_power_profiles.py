@@ -176,7 +176,7 @@ def test_load_profiles_reports_every_bad_file(tmp_path: Path, balanced_text: str
 def test_load_profiles_needs_a_directory_with_profiles(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_profiles(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="no \\*.toml"):
+    with pytest.raises(ConfigError, match=r"no \*\.toml"):
         load_profiles(tmp_path)
 
 
