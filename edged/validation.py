@@ -1,8 +1,14 @@
-"""One way to turn a pydantic ValidationError into a message that names each bad field by its path."""
+"""The strict pydantic base of every boundary model, and one way to name each bad field by its path."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Strict types, unknown fields refused, frozen: every document edged reads from outside is one of these."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 MAX_SHOWN = 20
 

@@ -13,8 +13,6 @@ from typing import Final
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -24,7 +22,7 @@ from pydantic import (
 from edged.crypto import wire
 from edged.crypto.topics import prefix_problem
 from edged.errors import ConfigError
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 
 logger = structlog.get_logger(__name__)
 
@@ -34,10 +32,8 @@ MAX_CLIENTS: Final = 10_000
 DEFAULT_RATE_LIMITED_CLIENTS: Final = 4096
 
 
-class ClientEntry(BaseModel):
+class ClientEntry(StrictModel):
     """One ``[[clients]]`` table."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
                        description="short unique name shown in logs, e.g. 'kitchen-tablet'")
@@ -75,10 +71,8 @@ class ClientEntry(BaseModel):
         return bytes.fromhex(self.public_key)
 
 
-class AllowListFile(BaseModel):
+class AllowListFile(StrictModel):
     """The whole ``clients.toml``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     clients: list[ClientEntry] = Field(default_factory=list, max_length=MAX_CLIENTS,
                                        description="one table per allowed client key")

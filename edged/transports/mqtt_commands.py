@@ -11,17 +11,16 @@ import json
 from typing import Any, Callable, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest, EnvelopeRejected, RequestError, Unauthorized
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Command(StrictModel):
     pad: str | None = Field(None, max_length=65536, description="length-hiding padding; ignored")
 
 
