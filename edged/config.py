@@ -15,10 +15,9 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, Strict, ValidationError
 
-from edged.atomic import read_bounded
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
-from edged.validation import StrictModel, describe_validation_error
+from edged.validation import StrictModel, describe_validation_error, read_toml
 from edged.fleet.settings import UpdateSettings
 from edged.mqtt.settings import MqttSettings
 from edged.power.governor_rules import GovernorRules
@@ -140,25 +139,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def read_toml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
-    try:
-        data = read_bounded(path, max_bytes)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > max_bytes:
-        raise ConfigError(f"{path}: larger than {max_bytes} bytes; is this the right file?")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-
-
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Build the config from an optional file, then env overrides, then command-line overrides."""
-    data = read_toml(path) if path is not None else {}
+    data = read_toml(path, MAX_CONFIG_BYTES) if path is not None else {}
     data = _merge(data, _env_overrides(os.environ if environ is None else environ))
     data = _merge(data, overrides or {})
     try:

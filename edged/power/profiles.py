@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 import edged
-from edged.atomic import read_bounded
 from edged.errors import ConfigError
-from edged.validation import StrictModel, describe_validation_error
+from edged.validation import StrictModel, describe_validation_error, read_toml
 
 MAX_PROFILE_BYTES = 64 * 1024
 PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -147,19 +145,7 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 def load_profile(path: Path | str) -> Profile:
     """Read, parse and validate one profile file; its ``name`` must equal the file stem."""
     path = Path(path)
-    try:
-        raw = read_bounded(path, MAX_PROFILE_BYTES)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_PROFILE_BYTES // 1024} KiB, refusing to parse")
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    profile = parse_profile(data, str(path))
+    profile = parse_profile(read_toml(path, MAX_PROFILE_BYTES), str(path))
     if profile.name != path.stem:
         raise ConfigError(f"{path}: name: {profile.name!r} does not match the file name {path.stem!r}")
     return profile
