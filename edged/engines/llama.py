@@ -42,7 +42,7 @@ class LlamaEngine(Engine):
         # Tokens whose keys and values are in the KV cache now, in order: the reusable prefix.
         self._cached: list[int] = []
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
-        self._one = None
+        self._one: Any = None
         self._prefixes: PrefixStore | None = None
 
     def use_prefix_store(self, store: PrefixStore | None) -> None:
@@ -153,7 +153,7 @@ class LlamaEngine(Engine):
         n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, room, self._add_bos, special)
         if n < 0:
             raise BadRequest("prompt could not be tokenised")
-        return tokens[:n]
+        return list(tokens[:n])
 
     def _sampler(self, params: SamplingParams) -> Any:
         lib = self._lib
@@ -191,7 +191,7 @@ class LlamaEngine(Engine):
         self._cached = self._cached[:reuse]
         save_at = preamble if store is not None and preamble - reuse >= MIN_PREFIX_TOKENS \
             and preamble < len(tokens) and not store.has(tuple(tokens[:preamble])) else 0
-        if save_at:
+        if save_at and store is not None:
             self._decode_prompt(tokens[reuse:save_at])
             self._save_prefix(store, tuple(tokens[:save_at]))
             reuse_end = save_at
