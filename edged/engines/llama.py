@@ -26,6 +26,15 @@ PIECE_BUFFER = 256
 PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaEngine(Engine):
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -176,12 +185,8 @@ class LlamaEngine(Engine):
         loaded instead of decoded.
         """
         lib = self._lib
-        reuse = 0
-        for cached, new in zip(self._cached, tokens):
-            if cached != new:
-                break
-            reuse += 1
-        reuse = min(reuse, len(tokens) - 1)  # the last prompt token must be decoded to get logits
+        # The last prompt token must be decoded to get logits.
+        reuse = min(common_prefix_length(self._cached, tokens), len(tokens) - 1)
         store = self._prefixes
         if store is not None and preamble > reuse:
             stored = store.longest_match(tokens, at_least=reuse)
@@ -246,12 +251,7 @@ class LlamaEngine(Engine):
         # Render the system part with a user turn no real prompt has; the prompts agree up to where it starts.
         probe = self.tokenize(render_chat(self._template, [*system, ChatMessage(role="user", content=PROBE_TEXT)],
                                           self._bos, self._eos))
-        common = 0
-        for a, b in zip(probe, tokens):
-            if a != b:
-                break
-            common += 1
-        return common
+        return common_prefix_length(probe, tokens)
 
     def _reset_cache(self) -> None:
         self._lib.llama_memory_clear(self._memory, True)
