@@ -122,7 +122,7 @@ def test_gguf_answers_validate(gguf, prompt, schema):
 
 
 def test_gguf_json_object_mode(gguf):
-    outcome, _ = ask(gguf, {"messages": [{"role": "user", "content": "Describe a cat as JSON."}], "max_tokens": 200,
+    outcome, _ = ask(gguf, {"messages": [{"role": "user", "content": "Describe a cat as JSON."}], "max_tokens": 64,
                             "response_format": {"type": "json_object"}, "temperature": 0.8})
     assert outcome.finish_reason in ("stop", "length")
     if outcome.finish_reason == "stop":
