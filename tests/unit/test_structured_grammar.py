@@ -201,3 +201,34 @@ def test_output_that_breaks_the_schema_is_an_internal_error_not_an_answer():
 def test_plain_text_passes_through():
     events, outcome = shaped(OutputPlan("text"), b"hello")
     assert outcome.content == "hello" and all(isinstance(e, TokenEvent) and e.tool_calls is None for e in events)
+
+
+def test_relay_keeps_tool_call_pieces_apart_and_in_order():
+    import asyncio
+    from types import SimpleNamespace
+
+    from edged.messages import FinalEvent
+    from edged.summary import RequestSummary
+    from edged.transports.relay import relay_events
+
+    summary = RequestSummary(request_id="r", transport="t", peer="p", client=None, priority="normal",
+                             profile="x", outcome="ok", finish_reason="tool_calls")
+    call = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "lamp", "arguments": ""}}]
+    piece = [{"index": 0, "function": {"arguments": '{"on": true}'}}]
+    sent: list[dict] = []
+
+    async def run() -> str:
+        job = SimpleNamespace(request_id="r", request=SimpleNamespace(stream=True), events=asyncio.Queue())
+        for event in (TokenEvent("a"), TokenEvent("b"), TokenEvent("", call), TokenEvent("", piece),
+                      FinalEvent(summary)):
+            job.events.put_nowait(event)
+
+        async def send(obj, final, error):
+            sent.append(obj)
+
+        return await relay_events(job, "m", send)
+
+    assert asyncio.run(run()) == "ok"
+    deltas = [s["choices"][0]["delta"] for s in sent]
+    assert deltas == [{"content": "ab"}, {"tool_calls": call}, {"tool_calls": piece}, {}]
+    assert sent[-1]["choices"][0]["finish_reason"] == "tool_calls"
