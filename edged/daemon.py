@@ -42,6 +42,7 @@ class Daemon:
         self.core: Core | None = None
         self.transport: UnixSocketTransport | None = None
         self.mqtt: Any = None  # an MqttSession when [mqtt] is configured
+        self.http: Any = None  # an HttpService when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
         self.reload_hooks: list[Any] = []  # SIGHUP: allow-list, profiles
         self.prekey_hooks: list[Any] = []  # a new prekey record: republish it
@@ -138,6 +139,11 @@ class Daemon:
             model_name=self.model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()
+        if self.config.http.enabled:  # aiohttp is imported here, while the model loads on its thread
+            from edged.http_service import HttpService
+
+            self.http = HttpService(self)
+            await self.http.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
@@ -158,6 +164,8 @@ class Daemon:
         if self.transport is not None:
             try:
                 await self.transport.stop_listening()
+                if self.http is not None:
+                    await self.http.stop_listening()
             except Exception:
                 logger.exception("stopping the socket failed")
                 self.exit_code = 1
@@ -169,6 +177,8 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
+        if self.http is not None:
+            await self.http.close()
         if self.mqtt is not None:
             try:
                 await self.mqtt.close()

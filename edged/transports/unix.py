@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import stat
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
+from edged.errors import BadRequest, EdgedError, RequestError, Unauthorized
 from edged.messages import ChatRequest, error_object, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
+from edged.transports.peers import Peer, peer_of, plaintext_allowed, remove_stale_socket
 from edged.transports.relay import relay_events
 
 logger = structlog.get_logger(__name__)
 
 LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-    def __str__(self) -> str:
-        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
 
 
 class SealedExchange(Protocol):
@@ -55,29 +42,7 @@ class CoreLike(Protocol):
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
-    sock: socket.socket = writer.get_extra_info("socket")
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
-
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead daemon; refuse to steal one that a live daemon still answers on."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise TransportError(f"{path} exists and is not a socket; remove it or choose another --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        logger.info("removed stale socket", path=str(path))
-        return
-    finally:
-        probe.close()
-    raise TransportError(f"another edged is already serving on {path}; stop it or choose another --socket")
+    return peer_of(writer.get_extra_info("socket"))
 
 
 class UnixSocketTransport:
@@ -207,7 +172,7 @@ class UnixSocketTransport:
         await self._send(writer, KIND_CONTROL, await handler(message, peer))
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+        return plaintext_allowed(peer, self._plaintext_uids, self._plaintext_gids)
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:
