@@ -20,7 +20,7 @@ from aiohttp import web
 
 from edged.crypto.api_keys import ApiKeyStore
 from edged.errors import ConfigError, EdgedError, RequestError, TransportError
-from edged.transports.http.auth import Access, Caller
+from edged.transports.http.auth import CALLER, Access, Caller
 from edged.transports.http.errors import error_response, from_http_exception
 from edged.transports.http.openai_api import OpenAIRoutes, Submit
 from edged.transports.peers import bind_unix_socket
@@ -155,7 +155,7 @@ class HttpTransport:
         if isinstance(caller, web.Response):
             logger.info("http refused", path=request.path, status=caller.status)
             return caller
-        request["caller"] = caller
+        request[CALLER] = caller
         try:
             return await handler(request)
         except web.HTTPException as exc:

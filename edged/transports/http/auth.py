@@ -21,6 +21,9 @@ class Caller:
     client: str | None    # the API key's label on TCP
 
 
+CALLER = web.RequestKey("caller", Caller)
+
+
 class Access:
     def __init__(self, plaintext_uids: set[int], plaintext_gids: set[int], keys: ApiKeyStore) -> None:
         self._uids = plaintext_uids

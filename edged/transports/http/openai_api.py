@@ -11,7 +11,7 @@ from aiohttp import web
 from edged.errors import BadRequest
 from edged.job import Job
 from edged.messages import ChatRequest, parse_request
-from edged.transports.http.auth import Caller
+from edged.transports.http.auth import CALLER
 from edged.transports.http.errors import error_body, error_response
 from edged.transports.http.sse import SseStream
 from edged.transports.relay import relay_events
@@ -94,7 +94,7 @@ class OpenAIRoutes:
 
     async def _serve(self, request: web.Request, chat: ChatRequest,
                      shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> web.StreamResponse:
-        caller: Caller = request["caller"]
+        caller = request[CALLER]
         job = self._submit(chat, transport=TRANSPORT, peer=caller.peer, client=caller.client)
         try:
             if chat.stream:
