@@ -107,7 +107,7 @@ class _Out:
         running = 0
         for bound, count in zip((*hist.bounds, math.inf), hist.counts):
             running += count
-            self.sample(f"{name}_bucket", running, {"le": _number(bound) if math.isfinite(bound) else "+Inf"})
+            self.sample(f"{name}_bucket", running, {"le": repr(float(bound)) if math.isfinite(bound) else "+Inf"})
         self.sample(f"{name}_sum", hist.total)
         self.sample(f"{name}_count", running)
 
