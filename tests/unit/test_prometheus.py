@@ -109,3 +109,15 @@ def test_outcome_labels_are_bounded() -> None:
         metrics.on_request(summary(outcome=f"weird{i}"))
     families = parse(metrics.render(GAUGES))
     assert len(families["edged_requests"].samples) <= 65  # type: ignore[attr-defined]
+
+
+def test_every_metric_is_listed_in_protocol_md() -> None:
+    from pathlib import Path
+
+    from edged.telemetry.prometheus import metric_names
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    metrics = PrometheusMetrics()
+    metrics.on_request(summary())
+    missing = [name for name in metric_names(metrics.render(GAUGES)) if f"`{name}`" not in docs]
+    assert not missing, f"list these metrics in docs/protocol.md: {missing}"
