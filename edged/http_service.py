@@ -1,48 +1,71 @@
-"""Wiring of the HTTP API: settings from the config, /health and /metrics from the daemon's parts.
+"""Wiring of the HTTP API: its settings from the config, /health and /metrics from the device's parts.
 
-Built by the daemon only when `[http] enabled` is true, so aiohttp is imported only then. This is the
-one place the HTTP side reads the daemon's members; the transport itself sees only callables.
+Built by the daemon only when `[http] enabled` is true, so aiohttp is imported only then. Like the
+MQTT session it gets the parts (core, control port, event hub, energy meter), never the daemon.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edged import __version__
+from edged.config import Config
 from edged.crypto.api_keys import API_KEYS_FILE
+from edged.events import Events
+from edged.ports import ControlPort, CorePort
+from edged.power.readings import ThrottleState
 from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.transports.http.settings import HttpSettings
 
 if TYPE_CHECKING:
-    from edged.daemon import Daemon
+    from edged.mqtt_session import MqttSession
+    from edged.power.energy import EnergyMeter
     from edged.transports.http.app import HttpTransport
 
 HTTP_SOCKET_NAME = "http.sock"
 
 
+class HttpControl(ControlPort, Protocol):
+    profiles: Any
+
+    def model_state(self) -> tuple[str, str | None]: ...
+
+
+class StatusCore(CorePort, Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
 class HttpService:
-    def __init__(self, daemon: "Daemon") -> None:
-        self._daemon = daemon
+    def __init__(self, config: Config, *, core: StatusCore, control: HttpControl, events: Events,
+                 energy: "EnergyMeter", socket_path: Path, state_dir: Path,
+                 mqtt: Callable[[], "MqttSession | None"]) -> None:
+        self._config = config
+        self._core = core
+        self._control = control
+        self._energy = energy
+        self._mqtt = mqtt
         self.metrics = PrometheusMetrics()
-        self.transport: "HttpTransport | None" = None
-
-    async def start(self) -> None:
-        from edged.transports.http.app import HttpSettings, HttpTransport
-
-        daemon, config = self._daemon, self._daemon.config
-        assert daemon.core is not None
+        events.request_finished.connect(self.metrics.on_request)
+        events.request_rejected.connect(self.metrics.on_reject)
+        self._events = events
         sock, http = config.socket, config.http
-        settings = HttpSettings(
-            socket_path=http.socket or daemon.socket_path.parent / HTTP_SOCKET_NAME, mode=sock.mode,
+        self.settings = HttpSettings(
+            socket_path=http.socket or socket_path.parent / HTTP_SOCKET_NAME, mode=sock.mode,
             max_body_bytes=sock.max_frame_bytes,
             plaintext_uids=set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()},
-            plaintext_gids=set(sock.plaintext_gids), keys_path=daemon.state_dir / API_KEYS_FILE,
+            plaintext_gids=set(sock.plaintext_gids), keys_path=state_dir / API_KEYS_FILE,
             listen=http.listen, tls_cert=http.tls_cert, tls_key=http.tls_key)
-        self.transport = HttpTransport(settings, daemon.core.submit, daemon.model_name, self.health,
-                                       self.render_metrics)
-        daemon.core.observers.append(self.metrics.on_request)
-        daemon.core.reject_observers.append(self.metrics.on_reject)
-        daemon.reload_hooks.append(self.transport.reload_keys)
+        self.transport: HttpTransport | None = None
+
+    async def start(self) -> None:
+        from edged.transports.http.app import HttpTransport
+
+        self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
+                                       self.health, self.render_metrics)
+        self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
         await self.transport.start()
 
     async def stop_listening(self) -> None:
@@ -54,56 +77,42 @@ class HttpService:
             await self.transport.close()
 
     # ---- what the endpoints report --------------------------------------------------------------
-    def model_state(self) -> tuple[str, str | None]:
-        """ready, loading, swapping, unavailable or unloaded (idle; loads at the next request), and why."""
-        worker = getattr(self._daemon, "worker", None)
-        if worker is None or self._daemon.core is None:
-            return "loading", None
-        if worker.activity is not None:
-            return worker.activity, None
-        if worker.info is not None:
-            return "ready", None
-        if worker.load_error:
-            return "unavailable", worker.load_error
-        return ("loading", None) if worker.settings is None else ("unloaded", None)
-
     def health(self) -> tuple[int, dict[str, Any]]:
-        state, error = self.model_state()
-        body: dict[str, Any] = {"status": state if state != "unloaded" else "ready", "model": self._daemon.model_name()}
+        state, error = self._control.model_state()
+        body: dict[str, Any] = {"status": "ready" if state == "unloaded" else state,
+                                "model": self._control.model_name(), "profile": self._control.describe()["profile"]}
         if state == "unloaded":
             body["model_loaded"] = False  # unloaded while idle: the next request loads it
         if error:
             body["error"] = error
-        if self._daemon.core is not None:
-            body["profile"] = self._daemon.core.profile.name
         return (200 if body["status"] == "ready" else 503), body
 
     def render_metrics(self) -> str:
         return self.metrics.render(self.device_gauges())
 
     def device_gauges(self) -> DeviceGauges:
-        daemon = self._daemon
-        assert daemon.core is not None
-        info = daemon.worker.info
-        queue = daemon.core.status()["queue"]
-        readings = daemon.energy.latest()
+        model = self._control.describe()["model"] or {}
+        status = self._core.status()
+        queue = status["queue"]
+        readings = self._energy.latest()
         throttled = None
         if readings is not None and readings.throttled is not None:
-            t = readings.throttled
+            t: ThrottleState = readings.throttled
             throttled = {"under_voltage": t.under_voltage, "freq_capped": t.freq_capped, "throttled": t.throttled,
                          "soft_temp_limit": t.soft_temp_limit}
-        mqtt = daemon.mqtt
+        mqtt = self._mqtt()
         spool = mqtt.spool.stats() if mqtt is not None and mqtt.spool is not None else None
+        link = mqtt.link if mqtt is not None else None
         return DeviceGauges(
-            version=__version__, device_id=daemon.config.device_id,
-            model_name=info.name if info else None, model_format=info.format if info else None,
-            model_state=self.model_state()[0], profile=daemon.core.profile.name,
-            profiles=tuple(getattr(daemon, "profiles", {})), queue_waiting=queue["waiting"],
+            version=__version__, device_id=self._config.device_id,
+            model_name=model.get("name"), model_format=model.get("format"),
+            model_state=self._control.model_state()[0], profile=status["profile"],
+            profiles=tuple(self._control.profiles), queue_waiting=queue["waiting"],
             queue_running=queue["running"], queue_capacity=queue["capacity"],
-            energy_j_by_source=daemon.energy.counters(),
+            energy_j_by_source=self._energy.counters(),
             power_w=readings.power_w if readings else None, power_source=readings.power_source if readings else None,
             temperature_c=readings.temperature_c if readings else None, throttled=throttled,
-            mqtt_connected=mqtt.link.is_connected if mqtt is not None else None,
+            mqtt_connected=link.is_connected if link is not None else None,
             spool_pending_messages=spool.pending if spool else None,
             spool_pending_bytes=spool.pending_bytes if spool else None,
             spool_dropped_total=spool.dropped_total if spool else None)

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Final, Iterable
 
-from edged.job import RequestSummary
+from edged.summary import RequestSummary
 from edged.telemetry.metrics import LabelledCounter
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -132,14 +132,16 @@ class PrometheusMetrics:
             if key not in self._requests and len(self._requests) >= 64:
                 key = (summary.transport, "other")  # outcomes are wire codes; a bug must not grow memory
             self._requests[key] = self._requests.get(key, 0) + 1
-            self._prompt_tokens += max(summary.prompt_tokens, 0)
-            self._completion_tokens += max(summary.completion_tokens, 0)
-            if summary.outcome == "ok":
-                self._queue.observe(summary.queue_ms / 1000)
-                self._ttft.observe(summary.ttft_ms / 1000)
-                self._total.observe(summary.total_ms / 1000)
-                if summary.completion_tokens > 1 and summary.decode_tokens_per_s > 0:
-                    self._rate.observe(summary.decode_tokens_per_s)
+            self._prompt_tokens += max(summary.input_tokens, 0)
+            self._completion_tokens += max(summary.output_tokens, 0)
+            if summary.ok:
+                for hist, ms in ((self._queue, summary.queue_time_ms), (self._ttft, summary.time_to_first_token_ms),
+                                 (self._total, summary.duration_ms)):
+                    if ms is not None:
+                        hist.observe(ms / 1000)
+                rate = summary.decode_tokens_per_s
+                if summary.output_tokens > 1 and rate:
+                    self._rate.observe(rate)
 
     def on_reject(self, code: str) -> None:
         with self._lock:

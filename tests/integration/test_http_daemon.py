@@ -157,13 +157,13 @@ def test_hanging_up_mid_stream_cancels_the_request(served: Served) -> None:
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     break  # one chunk in: hang up
-    line = served.daemon.wait_for_log(lambda l: l.get("event") == "request" and l.get("transport") == "http"
-                                      and l.get("outcome") == "cancelled", timeout=120)
+    line = served.daemon.wait_for_log(lambda line: line.get("event") == "request" and line.get("transport") == "http"
+                                      and line.get("outcome") == "cancelled", timeout=120)
     assert line["completion_tokens"] < 200
 
 
 def reloads(daemon: DaemonProcess, count: int) -> int:
-    return sum(1 for l in daemon.log_lines() if l.get("event") == "api keys loaded" and l.get("count") == count)
+    return sum(1 for line in daemon.log_lines() if line.get("event") == "api keys loaded" and line.get("count") == count)
 
 
 def wait_reloaded(daemon: DaemonProcess, count: int, before: int) -> None:
@@ -195,7 +195,7 @@ def test_non_loopback_listen_without_tls_refuses_to_start(make_daemon: Any) -> N
     daemon = make_daemon(env={"EDGED_HTTP__LISTEN": f"0.0.0.0:{free_port()}"})
     daemon.start(wait_ready=False)
     assert daemon.proc is not None and daemon.proc.wait(120) == 1
-    refusal = daemon.wait_for_log(lambda l: l.get("event") == "cannot start")
+    refusal = daemon.wait_for_log(lambda line: line.get("event") == "cannot start")
     assert "tls_cert" in refusal["error"] and "0.0.0.0" in refusal["error"]
     assert not (daemon.workdir / "http.sock").exists()
 
@@ -203,5 +203,5 @@ def test_non_loopback_listen_without_tls_refuses_to_start(make_daemon: Any) -> N
 def test_http_can_be_switched_off(make_daemon: Any) -> None:
     daemon = make_daemon(env={"EDGED_HTTP__ENABLED": "false"}).start()
     assert not (daemon.workdir / "http.sock").exists()
-    assert not any(l.get("transport") == "http" for l in daemon.log_lines())
+    assert not any(line.get("transport") == "http" for line in daemon.log_lines())
     assert daemon.stop() == 0

@@ -18,8 +18,10 @@ from edged.core import Core
 from edged.crypto.api_keys import add_key, revoke_key
 from edged.engines.worker import ModelWorker
 from edged.errors import ConfigError, EngineError
+from edged.events import Events
 from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
-from edged.transports.http.app import HttpSettings, HttpTransport, check_listen
+from edged.transports.http.app import HttpTransport
+from edged.transports.http.settings import HttpSettings, check_listen
 from tests.fakes import FakeEngine, FixedEnergy, make_profile
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -69,11 +71,13 @@ class Served:
 
 async def serve(tmp_path: Path, engine: FakeEngine | None = None, *, uids: set[int] | None = None,
                 listen: str | None = None, max_body: int = 64 * 1024, **profile: Any) -> Served:
-    core = Core(ModelWorker(engine or FakeEngine(tokens=3)), make_profile(**profile), RequestLimits(), FixedEnergy())
-    await core.start()
+    events = Events()
     metrics = PrometheusMetrics()
-    core.observers.append(metrics.on_request)
-    core.reject_observers.append(metrics.on_reject)
+    events.request_finished.connect(metrics.on_request)
+    events.request_rejected.connect(metrics.on_reject)
+    core = Core(ModelWorker(engine or FakeEngine(tokens=3)), make_profile(**profile), RequestLimits(), FixedEnergy(),
+                events)
+    await core.start()
     settings = HttpSettings(socket_path=tmp_path / "http.sock", mode=0o600, max_body_bytes=max_body,
                             plaintext_uids={os.getuid()} if uids is None else uids, plaintext_gids=set(),
                             keys_path=tmp_path / "api-keys.json", listen=listen)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edged.job import RequestSummary
+from edged.summary import RequestSummary
 from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
 
 GAUGES = DeviceGauges(version="0.1.0", device_id="pi-1", model_name="SmolLM2", model_format="gguf",
@@ -19,10 +19,10 @@ GAUGES = DeviceGauges(version="0.1.0", device_id="pi-1", model_name="SmolLM2", m
 
 
 def summary(**changes: object) -> RequestSummary:
-    base = RequestSummary(request_id="r", transport="http", peer="p", client=None, priority="normal", outcome="ok",
-                          finish_reason="stop", prompt_tokens=10, completion_tokens=20, cached_prompt_tokens=0,
-                          queue_ms=3.0, ttft_ms=40.0, total_ms=900.0, decode_tokens_per_s=25.0, energy_j=1.0,
-                          energy_source="rapl", energy_scope="cpu_package", profile="eco")
+    base = RequestSummary(request_id="r", transport="http", peer="p", client=None, priority="normal", profile="eco",
+                          outcome="ok", finish_reason="stop", input_tokens=10, output_tokens=20,
+                          queue_time_ms=3.0, time_to_first_token_ms=40.0, duration_ms=900.0,
+                          decode_tokens_per_s=25.0, energy_j=1.0, energy_source="rapl", energy_scope="cpu_package")
     return replace(base, **changes)
 
 
@@ -41,8 +41,8 @@ def value(families: dict[str, object], name: str, **labels: str) -> float:
 def test_requests_histograms_and_device_gauges_parse_and_add_up() -> None:
     metrics = PrometheusMetrics()
     metrics.on_request(summary())
-    metrics.on_request(summary(transport="unix", ttft_ms=3000.0))
-    metrics.on_request(summary(outcome="cancelled", completion_tokens=2, ttft_ms=0.0))
+    metrics.on_request(summary(transport="unix", time_to_first_token_ms=3000.0))
+    metrics.on_request(summary(outcome="cancelled", output_tokens=2, time_to_first_token_ms=None))
     metrics.on_reject("busy")
     families = parse(metrics.render(GAUGES))
 

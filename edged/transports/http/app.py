@@ -9,10 +9,7 @@ disconnect stops generation at the next token.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -23,49 +20,13 @@ from edged.errors import ConfigError, EdgedError, RequestError, TransportError
 from edged.transports.http.auth import CALLER, Access, Caller
 from edged.transports.http.errors import error_response, from_http_exception
 from edged.transports.http.openai_api import OpenAIRoutes, Submit
+from edged.transports.http.settings import HttpSettings, check_listen, split_listen
 from edged.transports.peers import bind_unix_socket
 
 logger = structlog.get_logger(__name__)
 
 KEY_CHECK_S = 2.0  # how soon a new or revoked API key takes effect without SIGHUP
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    socket_path: Path
-    mode: int
-    max_body_bytes: int
-    plaintext_uids: set[int]
-    plaintext_gids: set[int]
-    keys_path: Path
-    listen: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name could resolve anywhere
-
-
-def check_listen(settings: HttpSettings) -> None:
-    """A listener off this machine carries API keys and prompts: refuse it without TLS."""
-    if settings.listen is None:
-        return
-    host, _ = split_listen(settings.listen)
-    if not is_loopback(host) and settings.tls_cert is None:
-        raise ConfigError(f"http.listen {settings.listen!r} is not a loopback address: set http.tls_cert and "
-                          "http.tls_key, or listen on 127.0.0.1 / [::1] (e.g. behind a TLS proxy)")
 
 
 class HttpTransport:

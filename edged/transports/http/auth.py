@@ -33,8 +33,7 @@ class Access:
     def check(self, request: web.Request) -> Caller | web.Response:
         """The caller, or the 401/403 response to send instead."""
         transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
+        if transport is None or (sock := transport.get_extra_info("socket")) is None:
             return error_response("cancelled", "the client went away")
         if sock.family == socket.AF_UNIX:
             peer = peer_of(sock)
@@ -43,7 +42,7 @@ class Access:
                                       f"uid {peer.uid} may not send requests on this socket; add it to "
                                       "socket.plaintext_uids (or its group to socket.plaintext_gids)")
             return Caller(peer=str(peer), client=None)
-        host, port = (request.transport.get_extra_info("peername") or ("?", 0))[:2]
+        host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
