@@ -149,13 +149,13 @@ class Daemon:
             max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
             control=self.control, sealed=self.gateway)
         await self.transport.start()
-        if self.config.http.enabled:  # aiohttp is imported here, while the model loads on its thread
+        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the model has loaded
             from edged.http_service import HttpService
 
             self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
                                     energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
                                     mqtt=lambda: self.mqtt)
-            await self.http.start()
+            await self.http.start(after=model_loading)
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession

@@ -6,10 +6,13 @@ MQTT session it gets the parts (core, control port, event hub, energy meter), ne
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
 
 from edged import __version__
 from edged.config import Config
@@ -18,12 +21,14 @@ from edged.events import Events
 from edged.ports import ControlPort, CorePort
 from edged.power.readings import ThrottleState
 from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
-from edged.transports.http.settings import HttpSettings
+from edged.transports.http.settings import HttpSettings, Listener, bind_listeners
 
 if TYPE_CHECKING:
     from edged.mqtt_session import MqttSession
     from edged.power.energy import EnergyMeter
     from edged.transports.http.app import HttpTransport
+
+logger = structlog.get_logger(__name__)
 
 HTTP_SOCKET_NAME = "http.sock"
 
@@ -59,18 +64,46 @@ class HttpService:
             plaintext_gids=set(sock.plaintext_gids), keys_path=state_dir / API_KEYS_FILE,
             listen=http.listen, tls_cert=http.tls_cert, tls_key=http.tls_key)
         self.transport: HttpTransport | None = None
+        self._listeners: list[Listener] = []
+        self._serving: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        from edged.transports.http.app import HttpTransport
+    async def start(self, after: Awaitable[object] | None = None) -> None:
+        """Bind the sockets now (so every refusal happens at start); serve them once `after` is done.
 
-        self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
-                                       self.health, self.render_metrics)
-        self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
-        await self.transport.start()
+        aiohttp costs more to import than the daemon's whole start-up budget for HTTP, and importing it
+        while the model loads only slows both (they share the GIL). So the listeners exist from here
+        on (connections wait in their backlog) and the server takes them over after the model load.
+        """
+        self._listeners = bind_listeners(self.settings)
+        self._serving = asyncio.create_task(self._serve(after), name="http-start")
+
+    async def _serve(self, after: Awaitable[object] | None) -> None:
+        if after is not None:
+            await after
+        try:
+            from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
+
+            self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
+                                           self.health, self.render_metrics)
+            self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
+            await self.transport.start(self._listeners)
+        except Exception:
+            logger.exception("the HTTP API failed to start; its sockets are closed")
+            self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        for sock, _ in self._listeners:
+            sock.close()
+        self._listeners = []
+        self.settings.socket_path.unlink(missing_ok=True)
 
     async def stop_listening(self) -> None:
+        if self._serving is not None and not self._serving.done():
+            self._serving.cancel()
+            await asyncio.gather(self._serving, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop_listening()
+        self._close_listeners()
 
     async def close(self) -> None:
         if self.transport is not None:

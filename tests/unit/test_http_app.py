@@ -21,7 +21,7 @@ from edged.errors import ConfigError, EngineError
 from edged.events import Events
 from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
 from edged.transports.http.app import HttpTransport
-from edged.transports.http.settings import HttpSettings, check_listen
+from edged.transports.http.settings import HttpSettings, bind_listeners, check_listen
 from tests.fakes import FakeEngine, FixedEnergy, make_profile
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -85,7 +85,7 @@ async def serve(tmp_path: Path, engine: FakeEngine | None = None, *, uids: set[i
                           profile="test", profiles=("test",), queue_waiting=0, queue_running=0, queue_capacity=8)
     transport = HttpTransport(settings, core.submit, lambda: "fake", lambda: (200, {"status": "ready"}),
                               lambda: metrics.render(gauges))
-    await transport.start()
+    await transport.start(bind_listeners(settings))
     return Served(tmp_path, core, transport, metrics)
 
 
@@ -307,3 +307,28 @@ def test_non_loopback_listen_needs_tls(tmp_path: Path) -> None:
     for listen in ("127.0.0.1:8080", "[::1]:8080", "localhost:8080", "127.0.0.9:1"):
         check_listen(HttpSettings(**base, listen=listen))
     check_listen(HttpSettings(**base, listen="0.0.0.0:8443", tls_cert=tmp_path / "c", tls_key=tmp_path / "k"))
+
+
+def test_a_client_that_connects_before_the_server_takes_over_is_served(tmp_path: Path) -> None:
+    async def main() -> None:
+        core = Core(ModelWorker(FakeEngine(tokens=2)), make_profile(), RequestLimits(), FixedEnergy(), Events())
+        await core.start()
+        settings = HttpSettings(socket_path=tmp_path / "http.sock", mode=0o600, max_body_bytes=4096,
+                                plaintext_uids={os.getuid()}, plaintext_gids=set(), keys_path=tmp_path / "k")
+        listeners = bind_listeners(settings)  # what the daemon does at start, before aiohttp is imported
+        session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(settings.socket_path)))
+        early = asyncio.create_task(session.get("http://edged/health"))
+        await asyncio.sleep(0)
+        transport = HttpTransport(settings, core.submit, lambda: "fake", lambda: (200, {"status": "ready"}),
+                                  lambda: "")
+        await transport.start(listeners)
+        try:
+            response = await early
+            assert response.status == 200 and (await response.json()) == {"status": "ready"}
+        finally:
+            await session.close()
+            await transport.stop_listening()
+            await transport.close()
+            await core.stop()
+
+    run(main())

@@ -9,19 +9,17 @@ disconnect stops generation at the next token.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any, Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from edged.crypto.api_keys import ApiKeyStore
-from edged.errors import ConfigError, EdgedError, RequestError, TransportError
+from edged.errors import ConfigError, EdgedError, RequestError
 from edged.transports.http.auth import CALLER, Access, Caller
 from edged.transports.http.errors import error_response, from_http_exception
 from edged.transports.http.openai_api import OpenAIRoutes, Submit
-from edged.transports.http.settings import HttpSettings, check_listen, split_listen
-from edged.transports.peers import bind_unix_socket
+from edged.transports.http.settings import HttpSettings, Listener, check_listen
 
 logger = structlog.get_logger(__name__)
 
@@ -50,33 +48,18 @@ class HttpTransport:
         app.router.add_get("/metrics", self.metrics)
         return app
 
-    def _ssl(self) -> ssl.SSLContext | None:
-        if self.settings.tls_cert is None or self.settings.tls_key is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"http.tls_cert/tls_key: cannot load {self.settings.tls_cert}: {exc}") from None
-        return context
-
-    async def start(self) -> None:
+    async def start(self, listeners: list[Listener]) -> None:
+        """Serve on sockets bound by `settings.bind_listeners` (they are closed by `stop_listening`)."""
         try:
             self.keys.refresh()
         except ConfigError as exc:
             logger.error("api keys unreadable; TCP clients are refused until it is fixed", error=str(exc))
         self._runner = web.AppRunner(self._app(), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        sock = bind_unix_socket(self.settings.socket_path, self.settings.mode)
-        self._sites.append(web.SockSite(self._runner, sock))
-        if self.settings.listen is not None:
-            host, port = split_listen(self.settings.listen)
-            self._sites.append(web.TCPSite(self._runner, host, port, ssl_context=self._ssl()))
-        for site in self._sites:
-            try:
-                await site.start()
-            except OSError as exc:
-                raise TransportError(f"http: cannot listen on {site.name}: {exc.strerror}") from None
+        for sock, context in listeners:
+            site = web.SockSite(self._runner, sock, ssl_context=context)
+            await site.start()
+            self._sites.append(site)
         self._key_task = asyncio.create_task(self._watch_keys(), name="http-api-keys")
         logger.info("listening", transport="http", path=str(self.settings.socket_path), mode=oct(self.settings.mode),
                     listen=self.settings.listen, tls=self.settings.tls_cert is not None)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.errors import ConfigError
+from edged.errors import ConfigError, TransportError
+from edged.transports.peers import bind_unix_socket
+
+Listener = tuple[socket.socket, "ssl.SSLContext | None"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +51,37 @@ def check_listen(settings: HttpSettings) -> None:
                           "http.tls_key, or listen on 127.0.0.1 / [::1] (e.g. behind a TLS proxy)")
 
 
+
+
+def tls_context(settings: HttpSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"http.tls_cert/tls_key: cannot load {settings.tls_cert}: {exc}") from None
+    return context
+
+
+def bind_listeners(settings: HttpSettings) -> list[Listener]:
+    """The listening sockets, bound now: every refusal (address in use, bad TLS files) happens at start.
+
+    A socket accepts connections into its backlog from here on, so a client that connects before the
+    HTTP server has taken it over waits instead of being refused (as with systemd socket activation).
+    """
+    check_listen(settings)
+    context = tls_context(settings)
+    listeners: list[Listener] = [(bind_unix_socket(settings.socket_path, settings.mode), None)]
+    if settings.listen is not None:
+        host, port = split_listen(settings.listen)
+        try:
+            tcp = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                       backlog=128)
+        except OSError as exc:
+            for sock, _ in listeners:
+                sock.close()
+            raise TransportError(f"http.listen {settings.listen}: cannot listen: {exc.strerror}") from None
+        tcp.setblocking(False)
+        listeners.append((tcp, context))
+    return listeners
