@@ -9,6 +9,7 @@ from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
+from edged.transports.mqtt_limits import max_inbound_packet
 from edged.transports.mqtt_presence import Presence
 from edged.transports.topics import DeviceTopics
 
@@ -31,7 +32,8 @@ class MqttSession:
         assert daemon.core is not None
         self.presence = Presence(topics, daemon.state_dir, self._describe, daemon.gateway.prekeys.current_record)
         self.link = MqttLink(self._settings, client_id=f"edged-{config.device_id}", will=self.presence.next_will,
-                             on_connect=self._connected, on_disconnect=self._disconnected)
+                             on_connect=self._connected, on_disconnect=self._disconnected,
+                             max_packet_bytes=max_inbound_packet(config.e2e.max_request_bytes))
         self.presence.link = self.link
         self.requests = MqttRequestTransport(self.link, topics, daemon.core, daemon.gateway, daemon.model_name,
                                              flush_interval_s=config.privacy.chunk_interval_ms / 1000)

@@ -79,7 +79,8 @@ class UpdateService:
         """Subscribe (the link sends them on connect) and resume an interrupted update in the background."""
         loop = asyncio.get_running_loop()
         self._offers = self.link.inbox(loop, OFFER_INBOX)
-        self._chunks = ChunkInbox(self.link.inbox(loop, 4096), 2 * self.settings.window_bytes + MAX_CHUNK_SIZE)
+        chunk_bytes = 2 * self.settings.window_bytes + MAX_CHUNK_SIZE
+        self._chunks = ChunkInbox(self.link.inbox(loop, 4096, max_bytes=chunk_bytes), chunk_bytes)
         for topic in self.offer_topics():
             self.link.subscribe(topic, 1, self._offers)
         self.link.subscribe(self.topics.update_chunks, 1, self._chunks)
