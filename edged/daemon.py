@@ -131,10 +131,13 @@ class Daemon:
         self.reload_hooks.append(self.gateway.allow_list.reload)
         self.reload_hooks.append(self._reload_profiles)
         sock = self.config.socket
-        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()}
+        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()} - {65534}
+        # The service's group by default, as the unit promises; naming uids alone means exactly those.
+        default_gids = {os.getgid()} - {65534} if sock.plaintext_uids is None else set()
+        gids = set(sock.plaintext_gids) if sock.plaintext_gids is not None else default_gids
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
-            max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
+            max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=gids,
             model_name=self.model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import stat
@@ -22,6 +23,7 @@ from edged.transports.relay import relay_events
 logger = structlog.get_logger(__name__)
 
 LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
+NOBODY = 65534  # the overflow uid and gid: never a plaintext identity
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS), at connect time
 
     def __str__(self) -> str:
         return f"uid={self.uid},gid={self.gid},pid={self.pid}"
@@ -54,10 +57,34 @@ class CoreLike(Protocol):
                request_id: str | None = None) -> Any: ...
 
 
-def _peer_of(writer: asyncio.StreamWriter) -> Peer:
-    sock: socket.socket = writer.get_extra_info("socket")
+# Linux's SO_PEERGROUPS (4.13+; Python has no name for it): the peer's supplementary groups as the
+# kernel saw them at connect(). SO_PEERCRED has only the primary gid.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+MAX_PEER_GROUPS = 65536  # NGROUPS_MAX
+
+
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """The peer's supplementary gids, or none when the kernel cannot tell (then only the primary gid counts)."""
+    size = 64 * 4
+    while size <= MAX_PEER_GROUPS * 4:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:  # more groups than fit: ask again with room for them
+                size *= 4
+                continue
+            return frozenset()
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return frozenset()
+
+
+def peer_of_socket(sock: socket.socket) -> Peer:
     pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
+    return Peer(pid, uid, gid, peer_groups(sock))
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> Peer:
+    return peer_of_socket(writer.get_extra_info("socket"))
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -207,7 +234,10 @@ class UnixSocketTransport:
         await self._send(writer, KIND_CONTROL, await handler(message, peer))
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+        if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
+            return False
+        return (peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+                or not peer.groups.isdisjoint(self._plaintext_gids))
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:
