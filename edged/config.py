@@ -47,7 +47,11 @@ class SocketConfig(Section):
         None, description="peer gids (primary or supplementary) allowed to send plaintext; "
         "default: the daemon's group unless plaintext_uids is set"
     )
-    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused")
+    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused "
+                                 "(root and the daemon's user are not counted and never refused)")
+    max_connections_per_uid: int = Field(8, ge=1, le=4096,
+                                         description="concurrent connections of one uid other than root and the "
+                                         "daemon's user")
 
     @field_validator("plaintext_uids", "plaintext_gids")
     @classmethod

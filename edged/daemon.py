@@ -137,7 +137,8 @@ class Daemon:
         gids = set(sock.plaintext_gids) if sock.plaintext_gids is not None else default_gids
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
-            max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=gids,
+            max_connections=sock.max_connections, max_connections_per_uid=sock.max_connections_per_uid,
+            plaintext_uids=uids, plaintext_gids=gids,
             model_name=self.model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()

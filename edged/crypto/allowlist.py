@@ -24,6 +24,7 @@ from pydantic import (
 from edged.crypto import wire
 from edged.crypto.topics import prefix_problem
 from edged.errors import ConfigError
+from edged.strictmodes import check_strict
 from edged.validation import describe_validation_error
 
 logger = structlog.get_logger(__name__)
@@ -130,7 +131,8 @@ def parse_allow_list(text: str, source: str = "clients.toml") -> AllowListFile:
 
 
 def read_allow_list_file(path: Path) -> AllowListFile:
-    """The validated file; a missing file is an empty list."""
+    """The validated file; a missing file is an empty list. ConfigError if others could rewrite it."""
+    check_strict(path, "client allow-list")
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_ALLOW_LIST_BYTES + 1)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from edged.crypto.clock import clock_synchronised
 from edged.errors import ConfigError, UpdateError
+from edged.strictmodes import check_strict
 from edged import atomic
 from edged.fleet import dsse
 
@@ -188,6 +189,7 @@ class TrustStore:
         Re-read whenever the file changed (an atomic rename gives it a new inode), so a root that
         `edged fleet install-root` advanced while the daemon runs takes effect at once.
         """
+        check_strict(self.path, "trust root")  # whoever can rewrite it decides which models run
         try:
             stat = self.path.stat()
             file_id = (stat.st_ino, stat.st_mtime_ns, stat.st_size)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 import stat
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -16,25 +13,17 @@ import structlog
 
 from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
 from edged.messages import ChatRequest, error_object, parse_request
-from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
-                                      parse_json_object, read_frame)
+from edged.paths import check_socket_dir
+from edged.transports.peer import NOBODY, Peer, peer_of_socket
+from edged.transports import framing
+from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
+                                      encode_json, parse_json_object, read_frame)
 from edged.transports.relay import relay_events
 
 logger = structlog.get_logger(__name__)
 
 LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
-NOBODY = 65534  # the overflow uid and gid: never a plaintext identity
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS), at connect time
-
-    def __str__(self) -> str:
-        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
+DEFAULT_MAX_CONNECTIONS_PER_UID = 8  # one local user cannot take every slot
 
 
 class SealedExchange(Protocol):
@@ -55,32 +44,6 @@ ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 class CoreLike(Protocol):
     def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
                request_id: str | None = None) -> Any: ...
-
-
-# Linux's SO_PEERGROUPS (4.13+; Python has no name for it): the peer's supplementary groups as the
-# kernel saw them at connect(). SO_PEERCRED has only the primary gid.
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-MAX_PEER_GROUPS = 65536  # NGROUPS_MAX
-
-
-def peer_groups(sock: socket.socket) -> frozenset[int]:
-    """The peer's supplementary gids, or none when the kernel cannot tell (then only the primary gid counts)."""
-    size = 64 * 4
-    while size <= MAX_PEER_GROUPS * 4:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-        except OSError as exc:
-            if exc.errno == errno.ERANGE:  # more groups than fit: ask again with room for them
-                size *= 4
-                continue
-            return frozenset()
-        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
-    return frozenset()
-
-
-def peer_of_socket(sock: socket.socket) -> Peer:
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid, peer_groups(sock))
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -110,7 +73,8 @@ def remove_stale_socket(path: Path) -> None:
 class UnixSocketTransport:
     def __init__(self, path: Path, core: CoreLike, *, mode: int, max_frame: int, max_connections: int,
                  plaintext_uids: set[int], plaintext_gids: set[int], model_name: Callable[[], str],
-                 control: dict[str, ControlHandler], sealed: SealedGateway | None = None) -> None:
+                 control: dict[str, ControlHandler], sealed: SealedGateway | None = None,
+                 max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID) -> None:
         self.path = path
         self._core = core
         self._mode = mode
@@ -123,8 +87,12 @@ class UnixSocketTransport:
         self.sealed = sealed
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._max_per_uid = max_connections_per_uid
+        self._per_uid: dict[int, int] = {}
+        self._exempt_uids = {0, os.geteuid()}  # root and the daemon's user always get a connection
 
     async def start(self) -> None:
+        check_socket_dir(self.path, create=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_socket(self.path)
         old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
@@ -147,15 +115,32 @@ class UnixSocketTransport:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer gets no connection now: the caps bind everyone but root and the daemon's user."""
+        if peer.uid in self._exempt_uids:
+            return None
+        counted = sum(self._per_uid.get(uid, 0) for uid in self._per_uid if uid not in self._exempt_uids)
+        if counted >= self._max_connections:
+            return "too many connections; retry later"
+        if self._per_uid.get(peer.uid, 0) >= self._max_per_uid:
+            return f"uid {peer.uid} already has {self._max_per_uid} connections open; close one and retry"
+        return None
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._max_connections:
-            writer.write(encode_json(KIND_JSON, error_object("busy", "too many connections; retry later")))
+        try:
+            peer = _peer_of(writer)
+        except OSError:
+            writer.close()
+            return
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            writer.write(encode_json(KIND_JSON, error_object("busy", refusal)))
             writer.close()
             return
         self._connections.add(task)
-        peer = _peer_of(writer)
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         log = logger.bind(peer=str(peer))
         log.debug("connection opened")
         try:
@@ -168,6 +153,9 @@ class UnixSocketTransport:
             log.exception("connection failed")
         finally:
             self._connections.discard(task)
+            self._per_uid[peer.uid] -= 1
+            if not self._per_uid[peer.uid]:
+                del self._per_uid[peer.uid]
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
@@ -175,10 +163,13 @@ class UnixSocketTransport:
         # a request streams is never half-consumed: EOF cancels the request, a next frame waits its turn.
         frames: asyncio.Queue[tuple[int, bytes] | BadRequest | None] = asyncio.Queue(maxsize=2)
         closed = asyncio.Event()
-        reading = asyncio.create_task(self._read_frames(reader, frames, closed), name="unix-read")
+        busy = [False]  # a request is being answered: not idle, however long it takes
+        reading = asyncio.create_task(self._read_frames(reader, frames, closed, lambda: busy[0]), name="unix-read")
         try:
             while True:
+                busy[0] = False
                 frame = await frames.get()
+                busy[0] = True
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
@@ -201,11 +192,15 @@ class UnixSocketTransport:
             await asyncio.gather(reading, return_exceptions=True)
 
     async def _read_frames(self, reader: asyncio.StreamReader, frames: asyncio.Queue[Any],
-                           closed: asyncio.Event) -> None:
+                           closed: asyncio.Event, busy: Callable[[], bool]) -> None:
         try:
             while True:
                 try:
-                    frame = await read_frame(reader, self._max_frame)
+                    frame = await read_frame(reader, self._max_frame, framing.FRAME_IDLE_TIMEOUT_S)
+                except IdleConnection:
+                    if busy() or not frames.empty():
+                        continue  # a request is still running (or waiting): the client may speak later
+                    return
                 except BadRequest as exc:
                     await frames.put(exc)
                     return

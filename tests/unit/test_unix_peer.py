@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edged.config import ConfigError, load_config
-from edged.transports.unix import NOBODY, Peer, UnixSocketTransport, peer_of_socket
+from edged.transports.peer import NOBODY, Peer, peer_of_socket
+from edged.transports.unix import UnixSocketTransport
 
 
 
