@@ -17,23 +17,22 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.crypto import wire
 from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
-from edged.errors import EnvelopeRejected
+from edged.errors import ClockNotSynchronised, EnvelopeRejected
+from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
 _SUITE = wire.HPKE_SUITE
 
 
-class TimestampWindow(BaseModel):
+class TimestampWindow(StrictModel):
     """How far a request's ts_ms may lie from the device clock."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     past_s: float = Field(default=120.0, ge=1.0, le=3600.0, description="oldest accepted request age, seconds")
     future_s: float = Field(default=30.0, ge=0.0, le=600.0, description="largest accepted clock lead of a client, seconds")
@@ -170,11 +169,10 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         if age_ms > window.past_s * 1000 or -age_ms > window.future_s * 1000:
             raise EnvelopeRejected("timestamp", f"request timestamp is {age_ms / 1000:.3f} s old, window is "
                                                 f"-{window.future_s:g}..{window.past_s:g} s; check the clocks")
-    elif clock_policy == "reject":
-        raise EnvelopeRejected("timestamp", "device clock not synchronised (clock_policy=reject); sync it "
-                                            "with NTP, or set e2e.clock_policy if the host keeps time")
     else:
+        # "reject" still runs checks 5-10, so an authenticated sender learns why (ClockNotSynchronised).
         replay_ttl_s = prekeys.retention_s
+    clock_refused = not (clock_synchronised or is_local) and clock_policy == "reject"
     # 5. HPKE open, with info rebuilt from our own id and the topic the message arrived on
     info = wire.request_info(device_id, request_topic, header_bytes)
     try:
@@ -212,9 +210,12 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         raise EnvelopeRejected("replay", f"request {header.req_id.hex()} from {client.label!r} seen before")
     if verdict is ReplayVerdict.FULL:
         raise EnvelopeRejected("replay", "replay cache full; refusing new requests until entries expire")
-    return OpenedRequest(
+    opened = OpenedRequest(
         client_pub=inner.client_pub, client_label=client.label, requests_per_minute=client.requests_per_minute,
         req_id=header.req_id, ts_ms=header.ts_ms, prekey_id=header.prekey_id, resp_topic=inner.resp_topic,
         body=inner.body, header=header_bytes, enc=data[wire.HEADER_LEN:wire.HEADER_LEN + wire.ENC_LEN],
         resp_secret=inner.resp_secret, rate_limited=rate_limited,
     )
+    if clock_refused:
+        raise ClockNotSynchronised(opened)
+    return opened

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -19,7 +19,7 @@ from edged.crypto.padding import pad_json
 from edged.crypto.replay import ReplayCache
 from edged.crypto.response import ResponseSealer
 from edged.crypto.settings import E2ESettings
-from edged.errors import Busy, EnvelopeRejected
+from edged.errors import Busy, ClockNotSynchronised, EnvelopeRejected
 from edged.messages import ChatRequest, parse_request
 
 logger = structlog.get_logger(__name__)
@@ -89,6 +89,13 @@ class SealedGateway:
                 max_size=self.settings.max_request_bytes,
                 clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy,
                 within_rate=self._within_rate)
+        except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
+            self._count(exc.check)
+            opened = cast(OpenedRequest, exc.opened)
+            logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
+                           client=opened.client_label)
+            exc.exchange = SealedExchange(opened, opened.response_sealer(), self.pad_responses)
+            raise
         except EnvelopeRejected as exc:
             self._count(exc.check)
             logger.info("sealed request rejected", check=exc.check, reason=exc.message, topic=request_topic,
