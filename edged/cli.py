@@ -72,6 +72,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         {"role": "user", "content": args.prompt}]
     body: dict[str, Any] = {"messages": messages, "stream": True, "max_tokens": args.max_tokens,
                             "temperature": args.temperature, "priority": args.priority}
+    from edged.paths import check_socket_dir
+
+    if not args.sealed:  # plaintext goes only to a socket no other local user can have swapped
+        check_socket_dir(_socket_path(args), create=False)
     with SocketClient(_socket_path(args)) as client:
         final: dict[str, Any] = {}
         events = _ask_sealed(client, body, args) if args.sealed else client.ask(body)
