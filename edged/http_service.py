@@ -7,7 +7,6 @@ MQTT session it gets the parts (core, control port, event hub, energy meter), ne
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,7 +45,7 @@ class StatusCore(CorePort, Protocol):
 class HttpService:
     def __init__(self, config: Config, *, core: StatusCore, control: HttpControl, events: Events,
                  energy: "EnergyMeter", socket_path: Path, state_dir: Path,
-                 mqtt: Callable[[], "MqttSession | None"]) -> None:
+                 plaintext: tuple[set[int], set[int]], mqtt: Callable[[], "MqttSession | None"]) -> None:
         self._config = config
         self._core = core
         self._control = control
@@ -60,8 +59,7 @@ class HttpService:
         self.settings = HttpSettings(
             socket_path=http.socket or socket_path.parent / HTTP_SOCKET_NAME, mode=sock.mode,
             max_body_bytes=sock.max_frame_bytes,
-            plaintext_uids=set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()},
-            plaintext_gids=set(sock.plaintext_gids), keys_path=state_dir / API_KEYS_FILE,
+            plaintext_uids=plaintext[0], plaintext_gids=plaintext[1], keys_path=state_dir / API_KEYS_FILE,
             listen=http.listen, tls_cert=http.tls_cert, tls_key=http.tls_key)
         self.transport: HttpTransport | None = None
         self._listeners: list[Listener] = []

@@ -69,7 +69,7 @@ class Control:
 def health(state: str, error: str | None = None) -> tuple[int, dict[str, Any]]:
     service = HttpService(Config(), core=None, control=Control(state, error), events=Events(),  # type: ignore[arg-type]
                           energy=None, socket_path=Path("/tmp/x.sock"), state_dir=Path("/tmp"),  # type: ignore[arg-type]
-                          mqtt=lambda: None)
+                          plaintext=({0}, set()), mqtt=lambda: None)
     return service.health()
 
 

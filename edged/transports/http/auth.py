@@ -9,7 +9,7 @@ from aiohttp import web
 
 from edged.crypto.api_keys import ApiKeyStore
 from edged.transports.http.errors import error_response
-from edged.transports.peers import peer_of, plaintext_allowed
+from edged.transports.peer import peer_of_socket, plaintext_allowed
 
 # Paths any connected peer may read on the Unix socket (the socket's file mode already limits who connects).
 OPEN_ON_UNIX = frozenset({"/health", "/metrics"})
@@ -36,7 +36,7 @@ class Access:
         if transport is None or (sock := transport.get_extra_info("socket")) is None:
             return error_response("cancelled", "the client went away")
         if sock.family == socket.AF_UNIX:
-            peer = peer_of(sock)
+            peer = peer_of_socket(sock)
             if request.path not in OPEN_ON_UNIX and not plaintext_allowed(peer, self._uids, self._gids):
                 return error_response("permission_denied",
                                       f"uid {peer.uid} may not send requests on this socket; add it to "

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edged.errors import ConfigError, TransportError
-from edged.transports.peers import bind_unix_socket
+from edged.transports.socket_file import bind_unix_socket
 
 Listener = tuple[socket.socket, "ssl.SSLContext | None"]
 

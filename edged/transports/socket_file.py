@@ -1,39 +1,18 @@
-"""Unix socket files and their peers, shared by every transport that listens on one (frames, HTTP)."""
+"""Unix socket files for every transport that listens on one: stale-socket removal and a private bind."""
 
 from __future__ import annotations
 
 import os
 import socket
 import stat
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from edged.errors import TransportError
+from edged.paths import check_socket_dir
 
 logger = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-    def __str__(self) -> str:
-        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
-
-
-def peer_of(sock: socket.socket) -> Peer:
-    """The connected process, from the kernel (`SO_PEERCRED`): it cannot be forged by the client."""
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
-
-
-def plaintext_allowed(peer: Peer, uids: set[int], gids: set[int]) -> bool:
-    return peer.uid in uids or peer.gid in gids
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -58,6 +37,7 @@ def remove_stale_socket(path: Path) -> None:
 
 def bind_unix_socket(path: Path, mode: int, backlog: int = 128) -> socket.socket:
     """A listening socket at `path` that never exists with a wider mode than `mode`, not even briefly."""
+    check_socket_dir(path, create=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
