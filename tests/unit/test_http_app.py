@@ -147,6 +147,10 @@ def test_errors_have_openai_shape_and_fitting_status(tmp_path: Path) -> None:
                 ("POST", "/v1/chat/completions", json.dumps({**CHAT, "frequency": 1}).encode(), 400, "bad_request"),
                 ("POST", "/v1/chat/completions", json.dumps({**CHAT, "n": 2}).encode(), 400, "bad_request"),
                 ("POST", "/v1/completions", json.dumps(CHAT).encode(), 400, "bad_request"),
+                # The frame socket's parser sees the body: its structured-output and tool checks apply as-is.
+                ("POST", "/v1/chat/completions", json.dumps({**CHAT, "tools": "none"}).encode(), 400, "bad_request"),
+                ("POST", "/v1/chat/completions", json.dumps({**CHAT, "response_format": {"type": "yaml"}}).encode(),
+                 400, "bad_request"),
                 ("GET", "/v2/anything", b"", 404, "not_found"),
                 ("GET", "/v1/models/other-model", b"", 404, "not_found"),
                 ("GET", "/v1/chat/completions", b"", 405, "method_not_allowed"),
