@@ -73,7 +73,8 @@ def test_edged_ask_refuses_plaintext_to_an_unsafe_fallback_dir(tmp_path: Path, m
     fallback.chmod(0o777)
     monkeypatch.setattr(paths, "tmp_runtime_dir", lambda: fallback)
     args = argparse.Namespace(socket=fallback / "edged.sock", sealed=False, system=None, prompt="hi", max_tokens=4,
-                              temperature=0.0, priority="normal", stats=False)
+                              temperature=0.0, priority="normal", stats=False, json_schema=None, tool=None,
+                              tool_choice=None)
     with pytest.raises(ConfigError, match="not sending"):
         cli.cmd_ask(args)
 
