@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edged.config import Config
 from edged.events import Events
 from edged.mqtt.feature import MqttFeature
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
+from edged.mqtt.supervisor import LinkEvent
 from edged.ports import ControlPort, GatewayPort, ModelCorePort, UpdateControlPort
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
@@ -106,11 +107,11 @@ class MqttSession:
             self.spool.close()
 
     # ---- paho's network thread -------------------------------------------------------------------
-    def _connected(self, event: Any) -> None:
+    def _connected(self, event: LinkEvent) -> None:
         self.presence.birth()
         if self.telemetry is not None:
             self.telemetry.on_connect()
 
-    def _disconnected(self, event: Any) -> None:
+    def _disconnected(self, event: LinkEvent) -> None:
         if self.telemetry is not None:
             self.telemetry.on_disconnect()
