@@ -164,13 +164,15 @@ def test_three_bytes_of_the_length_then_nothing_times_out(monkeypatch: pytest.Mo
         asyncio.run(run())
 
 
-async def _transport(tmp_path: Path, exempt: set[int]) -> UnixSocketTransport:
-    async def status(message, peer):  # noqa: ANN001, ANN202
+class Control:
+    def status(self) -> dict[str, bool]:
         return {"ok": True}
 
+
+async def _transport(tmp_path: Path, exempt: set[int]) -> UnixSocketTransport:
     unix = UnixSocketTransport(tmp_path / "s.sock", core=None, mode=0o600, max_frame=4096,  # type: ignore[arg-type]
                                max_connections=64, max_connections_per_uid=3, plaintext_uids=set(),
-                               plaintext_gids=set(), model_name=lambda: "m", control={"status": status})
+                               plaintext_gids=set(), control=Control())  # type: ignore[arg-type]
     unix._exempt_uids = exempt
     await unix.start()
     return unix
