@@ -122,7 +122,7 @@ def test_one_forged_chunk_does_not_fail_the_release_for_good(fleet: Fleet) -> No
         await stop(service)
         return link
 
-    link = run(main())
+    run(main())
     record = Journal(fleet.state_dir).load().update
     assert record is not None and record.step == "committed" and record.hash_failures == 1
 
