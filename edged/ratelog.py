@@ -21,8 +21,9 @@ class RejectSummary:
     """
 
     def __init__(self, event: str, logger: Any | None = None, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, level: str = "info") -> None:
         self._event = event
+        self._level = level
         self._logger = logger if logger is not None else structlog.get_logger(__name__)
         self._interval_s = interval_s
         self._clock = clock
@@ -45,7 +46,7 @@ class RejectSummary:
         if summary:
             self._write_summary(summary)
         if first:
-            self._logger.info(self._event, kind=kind, **fields)
+            getattr(self._logger, self._level)(self._event, kind=kind, **fields)
 
     def flush_if_due(self) -> None:
         """The summary of an interval that has ended, when no new note came to write it."""

@@ -73,6 +73,7 @@ class UpdateService(MqttFeature):
         self._clock_recheck: asyncio.TimerHandle | None = None
         self.unverified_offers = 0  # refused before a signature verified: counted, never reported
         self._junk_log = RejectSummary("update_offer_unverified", logger)
+        self._rejected_log = RejectSummary("update_rejected", logger, level="warning")
         self._chunks: ChunkInbox | None = None
 
     @property
@@ -123,7 +124,7 @@ class UpdateService(MqttFeature):
             self._junk_log.note(exc.reason, error=str(exc)[:200], total=self.unverified_offers)
             return
         except UpdateError as exc:
-            logger.warning("update_rejected", reason=exc.reason, error=str(exc))
+            self._rejected_log.note(exc.reason, error=str(exc))  # old signed offers can be replayed at will
             self.report("rejected", None, reason=exc.reason, detail=str(exc))
             if exc.reason == "clock":  # nothing was persisted: look again once NTP may have synced
                 self._recheck_later(envelope)
