@@ -64,7 +64,6 @@ def test_the_daemon_and_ask_check_the_tmp_fallback(tmp_path: Path, monkeypatch: 
 
 
 def test_edged_ask_refuses_plaintext_to_an_unsafe_fallback_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
 
     from edged import cli
 
@@ -72,8 +71,7 @@ def test_edged_ask_refuses_plaintext_to_an_unsafe_fallback_dir(tmp_path: Path, m
     fallback.mkdir()
     fallback.chmod(0o777)
     monkeypatch.setattr(paths, "tmp_runtime_dir", lambda: fallback)
-    args = argparse.Namespace(socket=fallback / "edged.sock", sealed=False, system=None, prompt="hi", max_tokens=4,
-                              temperature=0.0, priority="normal", stats=False)
+    args = cli.build_parser().parse_args(["ask", "--socket", str(fallback / "edged.sock"), "--max-tokens", "4", "hi"])
     with pytest.raises(ConfigError, match="not sending"):
         cli.cmd_ask(args)
 
@@ -164,15 +162,26 @@ def test_three_bytes_of_the_length_then_nothing_times_out(monkeypatch: pytest.Mo
         asyncio.run(run())
 
 
-class Control:
-    def status(self) -> dict[str, bool]:
+class _Control:
+    """Just enough of DeviceControl for the socket's `status` op."""
+
+    def status(self) -> dict[str, object]:
         return {"ok": True}
+
+    def override_profile(self, name: str, source: str) -> dict[str, object]:
+        return {}
+
+    def prekey_reply(self) -> dict[str, str]:
+        return {}
+
+    def model_name(self) -> str:
+        return "m"
 
 
 async def _transport(tmp_path: Path, exempt: set[int]) -> UnixSocketTransport:
     unix = UnixSocketTransport(tmp_path / "s.sock", core=None, mode=0o600, max_frame=4096,  # type: ignore[arg-type]
                                max_connections=64, max_connections_per_uid=3, plaintext_uids=set(),
-                               plaintext_gids=set(), control=Control())  # type: ignore[arg-type]
+                               plaintext_gids=set(), control=_Control())
     unix._exempt_uids = exempt
     await unix.start()
     return unix
