@@ -14,6 +14,7 @@ from edged.errors import UpdateError
 from edged.fleet.catalog import ReleaseCatalog
 from edged.fleet.faults import FaultInjector
 from edged.fleet.messages import (
+    MAX_PULL_BYTES,
     PullRequest,
     depot_pull_filter,
     device_of_pull_topic,
@@ -26,6 +27,7 @@ from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.publishing import PublishHandle
 from edged.mqtt.settings import MqttSettings
+from edged.transports.mqtt_limits import PACKET_OVERHEAD
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -63,7 +65,9 @@ class Depot:
         self.share_group = share_group
         self.faults = faults
         self.budget = budget or DeviceBudget()
-        self.link = MqttLink(settings, client_id=client_id or f"edged-depot-{os.urandom(4).hex()}")
+        # Pulls are under 1 KiB: nobody on the pull topic can make the depot buffer more than that.
+        self.link = MqttLink(settings, client_id=client_id or f"edged-depot-{os.urandom(4).hex()}",
+                             max_packet_bytes=MAX_PULL_BYTES + PACKET_OVERHEAD)
         self._requests: queue.Queue[tuple[str, PullRequest]] = queue.Queue(REQUEST_QUEUE)
         self._workers = [
             threading.Thread(target=self._work, name=f"depot-worker-{n}", daemon=True) for n in range(workers)

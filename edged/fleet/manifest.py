@@ -166,7 +166,7 @@ class AlreadyAccepted(UpdateError):
 
 
 class UnverifiedOffer(UpdateError):
-    """Refused before any signature was verified (junk, a wrong key, no trust root): anyone can send this."""
+    """Refused before any signature was verified (junk, wrong keys, too few signatures): anyone can send this."""
 
 
 class ReleaseVerifier:
@@ -224,7 +224,7 @@ class ReleaseVerifier:
         try:
             root = self.trust.current()
         except ConfigError as exc:
-            raise UnverifiedOffer("trust_root", str(exc)) from None
+            raise UpdateError("trust_root", str(exc)) from None  # local state, not the sender: reported
         try:
             payload = dsse.verify(envelope_bytes, RELEASE_PAYLOAD_TYPE, root.release.key_map(),
                                   root.release.threshold)

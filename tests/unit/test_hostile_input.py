@@ -105,3 +105,12 @@ def test_check_config_names_a_deeply_nested_file(tmp_path: Path) -> None:
                           text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0
     assert "nested too deeply" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("body", [b'{"user": "u", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+                                  b'{"user": "u", "max_tokens": ' + b"7" * 5000 + b"}"], ids=["deep", "5000-digits"])
+def test_the_http_body_with_openai_extras_is_a_bad_request_too(body: bytes) -> None:
+    from edged.transports.http.openai_api import parse_openai_body
+
+    with pytest.raises(BadRequest, match=r"nested too deeply|not acceptable JSON"):
+        parse_openai_body(body)
