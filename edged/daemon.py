@@ -42,6 +42,7 @@ class Daemon:
         self.core: Core | None = None
         self.transport: UnixSocketTransport | None = None
         self.mqtt: Any = None  # an MqttSession when [mqtt] is configured
+        self.wyoming: Any = None  # a WyomingTransport when [wyoming] uri is set
         self._tasks: list[asyncio.Task[None]] = []
         self.reload_hooks: list[Any] = []  # SIGHUP: allow-list, profiles
         self.prekey_hooks: list[Any] = []  # a new prekey record: republish it
@@ -138,6 +139,13 @@ class Daemon:
             model_name=self.model_name, sealed=self.gateway,
             control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
         await self.transport.start()
+        if self.config.wyoming.uri is not None:
+            from edged.transports.wyoming import WyomingTransport
+            from edged.transports.wyoming_wire import model_facts
+
+            self.wyoming = WyomingTransport(self.config.wyoming, self.core,
+                                            lambda: model_facts(self.worker.info, self.model_name()))
+            await self.wyoming.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
@@ -169,6 +177,12 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
+        if self.wyoming is not None:
+            try:
+                await self.wyoming.close()  # after the drain: a voice answer in flight gets to finish
+            except Exception:
+                logger.exception("stopping the Wyoming server failed")
+                self.exit_code = 1
         if self.mqtt is not None:
             try:
                 await self.mqtt.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,11 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
+from edged.errors import BadRequest, EdgedError, RequestError, Unauthorized
 from edged.messages import ChatRequest, error_object, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
+from edged.transports.listening import remove_stale_socket
 from edged.transports.relay import relay_events
 
 logger = structlog.get_logger(__name__)
@@ -58,26 +58,6 @@ def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     sock: socket.socket = writer.get_extra_info("socket")
     pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return Peer(pid, uid, gid)
-
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead daemon; refuse to steal one that a live daemon still answers on."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise TransportError(f"{path} exists and is not a socket; remove it or choose another --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        logger.info("removed stale socket", path=str(path))
-        return
-    finally:
-        probe.close()
-    raise TransportError(f"another edged is already serving on {path}; stop it or choose another --socket")
 
 
 class UnixSocketTransport:
