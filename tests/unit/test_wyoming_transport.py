@@ -17,7 +17,7 @@ from wyoming.ping import Ping, Pong
 from edged.config import WyomingConfig, load_config
 from edged.core import Core
 from edged.engines.worker import ModelWorker
-from edged.errors import ConfigError
+from edged.errors import ConfigError, EngineError
 from edged.transports.wyoming import WyomingTransport
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_DATA_BYTES, ModelFacts
@@ -153,10 +153,9 @@ def test_busy_and_refused_requests_become_not_handled_with_the_reason(tmp_path):
     assert NotHandled.is_type(empty.type) and "empty" in NotHandled.from_event(empty).text
 
 
-def test_a_failure_after_start_ends_the_stream_with_not_handled(tmp_path):
+def test_a_stopping_daemon_refuses_with_not_handled(tmp_path):
     async def main():
         async with Server(tmp_path, FakeEngine(tokens=3)) as server:
-            server.core.profile = make_profile()
             async with AsyncClient.from_uri(server.uri) as client:
                 await server.core.drain(0)  # the core stops accepting: the next transcript is refused
                 await client.write_event(Transcript(text="hi").event())
@@ -164,6 +163,23 @@ def test_a_failure_after_start_ends_the_stream_with_not_handled(tmp_path):
 
     event = run(main())
     assert NotHandled.is_type(event.type) and "stopping" in NotHandled.from_event(event).text
+
+
+def test_a_failure_after_start_ends_the_stream_with_not_handled(tmp_path):
+    class Failing(FakeEngine):
+        def generate(self, messages, prompt, params, sink):
+            sink("partial ")
+            raise EngineError("the model ran out of memory")
+
+    async def main():
+        async with Server(tmp_path, Failing()) as server:
+            async with AsyncClient.from_uri(server.uri) as client:
+                await client.write_event(Transcript(text="hi").event())
+                return await events_until(client, "handled-stop")
+
+    events = run(main())
+    assert [e.type for e in events] == ["handled-start", "handled-chunk", "not-handled", "handled-stop"]
+    assert "out of memory" in NotHandled.from_event(events[2]).text
 
 
 def test_disconnect_cancels_the_generation_at_the_next_token(tmp_path):
