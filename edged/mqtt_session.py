@@ -25,6 +25,7 @@ class MqttSession:
         self.telemetry: Any = None
         self.spool: Any = None
         self.updates: Any = None
+        self.homeassistant: Any = None
 
     async def start(self) -> None:
         daemon, config, topics = self._daemon, self._daemon.config, self.topics
@@ -48,6 +49,13 @@ class MqttSession:
             # Subscribed before the link starts, so its topics go out with the first connect.
             self.updates = UpdateService(config.updates, daemon.state_dir, config.device_id, self.link, topics, daemon)
             await self.updates.start()
+        from edged.homeassistant.feature import HomeAssistant
+
+        if config.homeassistant.enabled or HomeAssistant.announced(daemon.state_dir):  # off: remove what was shown
+            from edged.homeassistant.wiring import home_assistant_for
+
+            self.homeassistant = home_assistant_for(daemon, self.link, topics, self._power_state)
+            await self.homeassistant.start()
         self.link.start()
 
     async def _start_telemetry(self) -> None:
@@ -74,6 +82,8 @@ class MqttSession:
         await self.commands.close()
         if self.updates is not None:
             await self.updates.stop()
+        if self.homeassistant is not None:
+            await self.homeassistant.stop()
         if self.telemetry is not None:
             await self.telemetry.stop()
         await asyncio.to_thread(self.link.stop, [self.presence.stopped_message()], 5.0)
@@ -85,6 +95,8 @@ class MqttSession:
         self.presence.birth()
         if self.telemetry is not None:
             self.telemetry.on_connect()
+        if self.homeassistant is not None:
+            self.homeassistant.on_connect()
 
     def _disconnected(self, event: Any) -> None:
         if self.telemetry is not None:
