@@ -202,10 +202,11 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
 
 def _register_groups(sub: Any) -> None:
-    from edged.commands import convert, doctor, keys, profiles
+    from edged.commands import convert, doctor, ha, keys, profiles
 
     convert.register(sub)
     doctor.register(sub)
+    ha.register(sub)
     keys.register(sub)
     profiles.register(sub)
     fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",

@@ -193,14 +193,19 @@ class HomeAssistant:
         return self.topics.state, self.topics.update
 
     def _read_marker(self) -> list[str]:
-        try:
-            topics = json.loads(self._marker.read_text())["topics"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
-        return [t for t in topics if isinstance(t, str) and t.endswith("/config")]
+        return read_marker(self._marker.parent)
 
     def _write_marker(self, topics: list[str]) -> None:
         try:
             write_atomic(self._marker, json.dumps({"topics": topics}).encode(), mode=0o600)
         except OSError as exc:
             logger.warning("cannot remember the announced home assistant entities", error=str(exc))
+
+
+def read_marker(state_dir: Path) -> list[str]:
+    """The discovery topics this device announced last (none if never, or unreadable)."""
+    try:
+        topics = json.loads((state_dir / MARKER).read_text())["topics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [t for t in topics if isinstance(t, str) and t.endswith("/config")] if isinstance(topics, list) else []
