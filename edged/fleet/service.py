@@ -29,7 +29,8 @@ from edged.transports.topics import DeviceTopics
 logger = structlog.get_logger(__name__)
 
 # TEST HOOK: `EDGED_TEST_PAUSE_UPDATE_AT=<step>` blocks the update right before that journal step is
-# written (so a test can kill -9 the daemon there). Not `EDGED_*`: those are config overrides.
+# written, or with `health_check` while the new model is loaded and on trial (so a test can kill the
+# daemon there). Not `EDGED_*`: those are config overrides.
 PAUSE_ENV: Final = "EDGED_TEST_PAUSE_UPDATE_AT"
 OFFER_INBOX: Final = 16
 CANCELLABLE: Final = frozenset({"verified", "downloading"})

@@ -162,6 +162,7 @@ class Updater:
             await self.host.core.swap_engine(self._engine_factory(model))
         except EngineError as exc:
             return "load", str(exc)[:300]
+        await self._pause("health_check")  # the new model is loaded and on trial
         request = ChatRequest(messages=[ChatMessage(role="user", content=prompt)],
                               max_tokens=check.max_tokens if check else 16, priority="interactive")
         while True:
