@@ -16,6 +16,7 @@ MET, NOT_MET, NOT_MEASURED, NO_TARGET = "met", "NOT met", "not measured", "measu
 TRANSFER_TARGET_BYTES_PER_S = 20e6  # issue 6: at least 20 MB/s over a local mosquitto
 RSS_HEADROOM_BYTES = 40_000_000    # "llama-server + 40 MB": decimal megabytes, the stricter reading
 SEALING_LIMIT_US = 1000.0
+WYOMING_ADDED_LIMIT_MS = 5.0  # issue 14: first handled-chunk after the core's first token
 IDLE_CPU_LIMIT = 0.3
 
 
@@ -69,6 +70,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("prefix cache: fresh / reused TTFT (socket)", row(EDGED, "prefix_ratio"), 3.0, True, times, "≥ 3x"),
         _goal("sealing per request (seal, open, stream set-up)", sealing, SEALING_LIMIT_US, False,
               lambda v: f"{v / 1000:.3f} ms ({v:.0f} µs)", "< 1 ms"),
+        _goal("Wyoming: first handled-chunk after the core's first token (median)",
+              _get(targets.get("edged-wyoming"), "scenarios", "wyoming-latency", "added_ms", "median"),
+              WYOMING_ADDED_LIMIT_MS, False, ms, "≤ 5 ms"),
     ]
     return goals + extension_rows(results)
 
