@@ -101,6 +101,8 @@ class Daemon:
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
             if self.config.mqtt is None:
                 logger.warning("[updates] is configured but [mqtt] is not: no updates can arrive")
+        if self.config.homeassistant.enabled and self.config.mqtt is None:
+            logger.warning("[homeassistant] is enabled but [mqtt] is not: Home Assistant cannot discover this device")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edged.power.governor import Governor
 

@@ -167,9 +167,13 @@ class HomeAssistant:
                 logger.exception("home assistant state failed")
 
     def _publish_values(self) -> None:
+        if not self._link.is_connected:
+            return  # values queued while offline would be stale; the next connect announces fresh ones
         self._link.publish(self.topics.state, device_state(self._facts, self.window), qos=1, retain=True)
 
     def _publish_update(self) -> None:
+        if not self._link.is_connected:
+            return
         self._link.publish(self.topics.update, update_state(self._update_report, self._facts.model_name()),
                            qos=1, retain=True)
 

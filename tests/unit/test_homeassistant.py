@@ -267,3 +267,26 @@ def test_a_changed_prefix_removes_the_old_entities(tmp_path, monkeypatch):
     second = asyncio.run(announce("new"))
     removed = {t for t, p, _ in second if p == b""}
     assert len([t for t in removed if t.startswith("old/")]) == len(ENTITIES)
+
+
+def test_the_update_entity_follows_the_devices_own_update_state(tmp_path):
+    async def main():
+        link = FakeLink()
+        ha = HomeAssistant(HomeAssistantConfig(enabled=True), link, TOPICS, facts(), tmp_path, 3600.0, True)
+        await ha.start()
+        state_topic = TOPICS.device.update_state
+        link.deliver(state_topic, report("downloading", release=ReleaseRef(channel="stable", version=4),
+                                         progress_pct=10.0).encode())
+        await settle()
+        link.deliver(state_topic, b"{not json")  # a malformed report changes nothing and breaks nothing
+        await settle()
+        link.is_connected = False
+        link.deliver(state_topic, report("active").encode())  # offline: nothing queued
+        await settle()
+        await ha.stop()
+        return [json.loads(p) for t, p, _ in link.published if t == TOPICS.update]
+
+    updates = asyncio.run(main())
+    assert len(updates) == 1
+    assert updates[0]["in_progress"] and updates[0]["update_percentage"] == 10.0
+    assert updates[0]["latest_version"] == "stable v4" and updates[0]["installed_version"] == "stable v3"
