@@ -23,7 +23,9 @@ from edged.errors import EdgedError, UpdateError
 from edged.fleet.messages import UpdateStateReport, parse_state
 from edged.homeassistant.entities import ALL_ENTITIES, ENTITIES, PROFILE_SELECT, HaTopics, config_payload, device_block
 from edged.homeassistant.state import DeviceFacts, RequestWindow, device_state, update_state
-from edged.job import RequestSummary
+from edged.mqtt.feature import LinkPort, MqttFeature
+from edged.mqtt.inbound import InboundMessage
+from edged.summary import RequestSummary
 
 logger = structlog.get_logger(__name__)
 
@@ -32,11 +34,13 @@ ANNOUNCE_GAP_S = 5.0  # a flood of `online` births (anyone may publish one) cost
 MAX_COMMAND_BYTES = 64
 
 
-class HomeAssistant:
-    def __init__(self, settings: HomeAssistantConfig, link: Any, topics: HaTopics, facts: DeviceFacts,
+class HomeAssistant(MqttFeature):
+    name = "homeassistant"
+
+    def __init__(self, settings: HomeAssistantConfig, topics: HaTopics, facts: DeviceFacts,
                  state_dir: Path, interval_s: float, follow_updates: bool) -> None:
+        super().__init__()
         self._settings = settings
-        self._link = link
         self.topics = topics
         self._facts = facts
         self._marker = state_dir / MARKER
@@ -47,7 +51,6 @@ class HomeAssistant:
         self._announce = asyncio.Event()
         self._values_due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     @staticmethod
     def announced(state_dir: Path) -> bool:
@@ -56,39 +59,20 @@ class HomeAssistant:
     def entities(self) -> tuple[Any, ...]:
         return (*ENTITIES, PROFILE_SELECT) if self._settings.allow_profile_select else ENTITIES
 
-    async def start(self) -> None:
+    async def start(self, link: LinkPort) -> None:
         """Subscribe before the link starts, so the subscriptions go out with the first connect."""
+        await super().start(link)
         self._loop = asyncio.get_running_loop()
         if not self._settings.enabled:
-            self._tasks.append(asyncio.create_task(self._forget_on_connect(), name="ha-forget"))
+            self.spawn(self._forget_on_connect(), "ha-forget")
             return
-        self._reader(self.topics.birth, self._on_birth, "ha-birth")
+        self.subscribe(self.topics.birth, 1, 4, self._on_birth)
         if self._follow_updates:
-            self._reader(self.topics.device.update_state, self._on_update_state, "ha-update-state")
+            self.subscribe(self.topics.device.update_state, 1, 4, self._on_update_state)
         if self._settings.allow_profile_select:
-            self._reader(self.topics.profile_command, self._on_profile_command, "ha-profile")
-        self._tasks += [asyncio.create_task(self._announce_forever(), name="ha-announce"),
-                        asyncio.create_task(self._values_forever(), name="ha-values")]
-
-    def _reader(self, topic: str, handle: Any, name: str) -> None:
-        assert self._loop is not None
-        inbox = self._link.inbox(self._loop, 4)
-        self._link.subscribe(topic, 1, inbox)
-
-        async def read_forever() -> None:
-            while True:
-                message = await inbox.get()
-                try:
-                    handle(message.payload)
-                except Exception:
-                    logger.exception("home assistant message handling failed", topic=topic)
-
-        self._tasks.append(asyncio.create_task(read_forever(), name=name))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.subscribe(self.topics.profile_command, 1, 4, self._on_profile_command)
+        self.spawn(self._announce_forever(), "ha-announce")
+        self.spawn(self._values_forever(), "ha-values")
 
     # ---- events ---------------------------------------------------------------------------------
     def on_connect(self) -> None:
@@ -101,11 +85,12 @@ class HomeAssistant:
         self.window.add(summary)
         self._values_due.set()
 
-    def _on_birth(self, payload: bytes) -> None:
-        if payload.strip() == b"online":
+    def _on_birth(self, message: InboundMessage) -> None:
+        if message.payload.strip() == b"online":
             self._announce.set()
 
-    def _on_update_state(self, payload: bytes) -> None:
+    def _on_update_state(self, message: InboundMessage) -> None:
+        payload = message.payload
         try:
             self._update_report = parse_state(payload) if payload else None
         except UpdateError as exc:
@@ -113,7 +98,8 @@ class HomeAssistant:
             return
         self._publish_update()
 
-    def _on_profile_command(self, payload: bytes) -> None:
+    def _on_profile_command(self, message: InboundMessage) -> None:
+        payload = message.payload
         name = payload[:MAX_COMMAND_BYTES + 1].decode("utf-8", errors="replace").strip()
         options = ["auto", *self._facts.profile_names()]
         if len(payload) > MAX_COMMAND_BYTES or name not in options:
@@ -137,7 +123,7 @@ class HomeAssistant:
             await asyncio.sleep(ANNOUNCE_GAP_S)
 
     async def _announce_now(self) -> None:
-        if not self._link.is_connected:
+        if not self.link.is_connected:
             return  # the next connect announces
         device = device_block(self.topics.device.device_id, self._settings.device_name)
         profiles = self._facts.profile_names()
@@ -146,9 +132,9 @@ class HomeAssistant:
         stale |= {self.topics.config(e) for e in ALL_ENTITIES} - set(current)  # e.g. the select switched off
         await asyncio.to_thread(self._write_marker, sorted(current))
         for topic in sorted(stale):
-            self._link.publish(topic, b"", qos=1, retain=True)
+            self.link.publish(topic, b"", qos=1, retain=True)
         for topic, payload in current.items():
-            self._link.publish(topic, payload, qos=1, retain=True)
+            self.link.publish(topic, payload, qos=1, retain=True)
         self._publish_values()
         self._publish_update()
         logger.info("home assistant discovery published", entities=len(current), removed=len(stale),
@@ -167,14 +153,14 @@ class HomeAssistant:
                 logger.exception("home assistant state failed")
 
     def _publish_values(self) -> None:
-        if not self._link.is_connected:
+        if not self.link.is_connected:
             return  # values queued while offline would be stale; the next connect announces fresh ones
-        self._link.publish(self.topics.state, device_state(self._facts, self.window), qos=1, retain=True)
+        self.link.publish(self.topics.state, device_state(self._facts, self.window), qos=1, retain=True)
 
     def _publish_update(self) -> None:
-        if not self._link.is_connected:
+        if not self.link.is_connected:
             return
-        self._link.publish(self.topics.update, update_state(self._update_report, self._facts.model_name()),
+        self.link.publish(self.topics.update, update_state(self._update_report, self._facts.model_name()),
                            qos=1, retain=True)
 
     # ---- forgetting -----------------------------------------------------------------------------
@@ -186,7 +172,7 @@ class HomeAssistant:
             topics = await asyncio.to_thread(self._read_marker)
             if not topics:
                 return
-            handles = [self._link.publish(t, b"", qos=1, retain=True) for t in (*topics, *self.value_topics())]
+            handles = [self.link.publish(t, b"", qos=1, retain=True) for t in (*topics, *self.value_topics())]
             if all(await asyncio.gather(*(h.acked(10.0) for h in handles))):
                 await asyncio.to_thread(self._marker.unlink, True)
                 logger.info("home assistant entities removed", entities=len(topics))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edged.fleet.messages import UpdateStateReport
-from edged.job import RequestSummary
 from edged.power.readings import ThrottleState
-from edged.telemetry.compose import PowerState
+from edged.state import PowerState
+from edged.summary import RequestSummary
 
 MEDIAN_WINDOW = 100  # successful requests the medians cover
 IN_PROGRESS = frozenset({"verifying", "downloading", "paused", "installing"})
@@ -46,21 +46,22 @@ class RequestWindow:
 
     def add(self, summary: RequestSummary) -> bool:
         """Only answered requests count; returns whether this one did."""
-        if summary.outcome != "ok":
+        if not summary.ok:
             return False
         self.last = summary
-        if summary.decode_tokens_per_s > 0:
+        if summary.decode_tokens_per_s:
             self._speeds.append(summary.decode_tokens_per_s)
-        self._ttfts.append(summary.ttft_ms)
+        if summary.time_to_first_token_ms is not None:
+            self._ttfts.append(summary.time_to_first_token_ms)
         return True
 
     def values(self) -> dict[str, Any]:
         last = self.last
-        per_token = (last.energy_j / last.completion_tokens
-                     if last is not None and last.completion_tokens and last.energy_j > 0 else None)
-        return {"decode_tps": _round(last.decode_tokens_per_s if last and last.decode_tokens_per_s > 0 else None, 2),
+        per_token = (last.energy_j / last.output_tokens
+                     if last is not None and last.output_tokens and last.energy_j else None)
+        return {"decode_tps": _round(last.decode_tokens_per_s or None if last else None, 2),
                 "decode_tps_median": _round(statistics.median(self._speeds) if self._speeds else None, 2),
-                "ttft_ms": _round(last.ttft_ms if last else None, 1),
+                "ttft_ms": _round(last.time_to_first_token_ms if last else None, 1),
                 "ttft_ms_median": _round(statistics.median(self._ttfts) if self._ttfts else None, 1),
                 "j_per_token": _round(per_token, 5)}
 

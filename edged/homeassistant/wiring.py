@@ -1,37 +1,36 @@
-"""Build the Home Assistant feature from the running daemon (the one place that knows the daemon's shape)."""
+"""Build the Home Assistant feature from the daemon's parts (core, control port, event hub)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import Any, Protocol
 
+from edged.config import Config
+from edged.events import Events
 from edged.homeassistant.entities import HaTopics
 from edged.homeassistant.feature import HomeAssistant
 from edged.homeassistant.state import DeviceFacts
+from edged.ports import ControlPort
 from edged.transports.topics import DeviceTopics
 
-if TYPE_CHECKING:
-    from edged.daemon import Daemon
-    from edged.telemetry.compose import PowerState
+
+class HaControl(ControlPort, Protocol):
+    """The control port plus the loaded profiles (``control.DeviceControl`` has both)."""
+
+    profiles: dict[str, Any]
 
 
-def home_assistant_for(daemon: "Daemon", link: Any, topics: DeviceTopics,
-                       power: Callable[[], "PowerState"]) -> HomeAssistant:
-    config = daemon.config
-    core = daemon.core
-    assert core is not None
-
-    def queue_depth() -> int:
-        queue = core.status()["queue"]
-        return int(queue["waiting"] + queue["running"])
-
+def home_assistant_for(config: Config, topics: DeviceTopics, control: Any, events: Events,
+                       state_dir: Path) -> HomeAssistant:
+    ha_control: HaControl = control
     facts = DeviceFacts(
-        power=power, profile=lambda: core.profile.name, queue_depth=queue_depth,
-        served=lambda: core.counts.get("ok", 0), model_name=daemon.model_name,
-        profile_names=lambda: sorted(daemon.profiles),
-        profile_choice=lambda: daemon.governor.overrides().get("remote", "auto"),
-        set_profile=lambda name: daemon.override_profile(name, "remote"))
-    feature = HomeAssistant(config.homeassistant, link, HaTopics(topics, config.homeassistant.discovery_prefix),
-                            facts, daemon.state_dir, config.telemetry.interval_s,
-                            follow_updates=config.updates is not None)
-    core.observers.append(feature.on_request)
+        power=ha_control.power_state, profile=lambda: ha_control.device_state().profile,
+        queue_depth=lambda: ha_control.device_state().queue_depth,
+        served=lambda: ha_control.status()["requests"].get("ok", 0),
+        model_name=ha_control.model_name, profile_names=lambda: sorted(ha_control.profiles),
+        profile_choice=lambda: ha_control.status()["profile_overrides"].get("remote", "auto"),
+        set_profile=lambda name: ha_control.override_profile(name, "remote"))
+    feature = HomeAssistant(config.homeassistant, HaTopics(topics, config.homeassistant.discovery_prefix), facts,
+                            state_dir, config.telemetry.interval_s, follow_updates=config.updates is not None)
+    events.request_finished.connect(feature.on_request, name="HomeAssistant.on_request")
     return feature

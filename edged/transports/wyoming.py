@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import structlog
 from pydantic import ValidationError
@@ -27,7 +27,9 @@ from wyoming.server import AsyncEventHandler
 
 from edged.config import WyomingConfig
 from edged.errors import BadRequest, RequestError
+from edged.job import Job
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, TokenEvent
+from edged.ports import CorePort
 from edged.transports.listening import start_unix_listener
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_HEADER_BYTES, ModelFacts, info_event, read_event, transcript_text
@@ -37,11 +39,6 @@ logger = structlog.get_logger(__name__)
 # Streamed transcripts end with a plain `transcript` (the one answered); their pieces need no reply.
 IGNORED = frozenset({"transcript-start", "transcript-chunk", "transcript-stop", "pong"})
 WAITING_EVENTS = 4  # events queued behind a running answer; a peer sending more is not a voice pipeline
-
-
-class CoreLike(Protocol):
-    def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
-               request_id: str | None = None) -> Any: ...
 
 
 def _peer_label(writer: asyncio.StreamWriter) -> str:
@@ -56,7 +53,7 @@ def _peer_label(writer: asyncio.StreamWriter) -> str:
 class WyomingConnection(AsyncEventHandler):
     """One peer. `run` reads in its own task (a hang-up is seen during an answer); events run in order."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, core: CoreLike,
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, core: CorePort,
                  settings: WyomingConfig, describe_model: Callable[[], ModelFacts]) -> None:
         super().__init__(reader, writer)
         self._core = core
@@ -154,7 +151,7 @@ class WyomingConnection(AsyncEventHandler):
             if not job.finished:
                 job.cancel("client disconnected")
 
-    async def _reply(self, job: Any, context: dict[str, Any] | None) -> None:
+    async def _reply(self, job: Job, context: dict[str, Any] | None) -> None:
         streaming = self._settings.streaming
         if streaming:
             await self.write_event(HandledStart(context=context).event())
@@ -186,7 +183,7 @@ def _spoken_error(event: ErrorEvent) -> str:
 
 
 class WyomingTransport:
-    def __init__(self, settings: WyomingConfig, core: CoreLike, describe_model: Callable[[], ModelFacts]) -> None:
+    def __init__(self, settings: WyomingConfig, core: CorePort, describe_model: Callable[[], ModelFacts]) -> None:
         assert settings.uri is not None
         self._settings = settings
         self.address = parse_wyoming_uri(settings.uri, allow_remote=settings.allow_remote)

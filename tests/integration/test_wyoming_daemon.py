@@ -69,7 +69,7 @@ def test_transcript_is_answered_by_the_model_streamed_and_whole(voice):
     answer = Handled.from_event(events[-2]).text
     assert answer and answer == chunks.strip()
     line = voice.wait_for_log(lambda l: l.get("event") == "request" and l.get("transport") == "wyoming")
-    assert line["priority"] == "interactive" and line["outcome"] == "ok" and line["completion_tokens"] <= 48
+    assert line["priority"] == "interactive" and line["outcome"] == "ok" and line["output_tokens"] <= 48
     assert QUESTION not in voice.log_text()  # never prompt text in the logs
 
 
@@ -87,7 +87,7 @@ def test_a_voice_client_that_hangs_up_cancels_its_generation(voice):
     line = voice.wait_for_log(lambda l: l.get("event") == "request" and l.get("transport") == "wyoming"
                               and len([x for x in voice.request_logs() if x.get("transport") == "wyoming"]) > before
                               and l.get("outcome") == "cancelled")
-    assert line["completion_tokens"] < 48
+    assert line["output_tokens"] < 48
     assert voice.status()["queue"]["running"] == 0
 
 

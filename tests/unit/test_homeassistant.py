@@ -14,10 +14,10 @@ from edged.homeassistant.entities import (AVAILABILITY_TEMPLATE, ENTITIES, PROFI
                                           device_block)
 from edged.homeassistant.feature import HomeAssistant
 from edged.homeassistant.state import DeviceFacts, RequestWindow, device_state, update_state
-from edged.job import RequestSummary
+from edged.summary import RequestSummary
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.mqtt.publishing import PublishHandle
-from edged.telemetry.compose import PowerState
+from edged.state import PowerState
 from edged.transports.topics import DeviceTopics
 from tests.ha_schema import check_config, is_number_or_none, render
 
@@ -27,10 +27,9 @@ DEVICE = device_block("pi.kitchen-1", None)
 
 def summary(outcome="ok", tps=20.0, ttft=150.0, energy=2.0, tokens=10) -> RequestSummary:
     return RequestSummary(request_id="r", transport="wyoming", peer="p", client=None, priority="interactive",
-                          outcome=outcome, finish_reason="stop", prompt_tokens=5, completion_tokens=tokens,
-                          cached_prompt_tokens=0, queue_ms=1.0, ttft_ms=ttft, total_ms=500.0,
-                          decode_tokens_per_s=tps, energy_j=energy, energy_source="rapl", energy_scope="cpu_package",
-                          profile="balanced")
+                          profile="balanced", outcome=outcome, finish_reason="stop", input_tokens=5,
+                          output_tokens=tokens, queue_time_ms=1.0, time_to_first_token_ms=ttft, duration_ms=500.0,
+                          decode_tokens_per_s=tps, energy_j=energy, energy_source="rapl", energy_scope="cpu_package")
 
 
 def facts(power=None, **overrides) -> DeviceFacts:
@@ -155,8 +154,9 @@ async def settle():
 
 def make(tmp_path: Path, link: FakeLink, **settings) -> HomeAssistant:
     config = HomeAssistantConfig.model_validate({"enabled": True, **settings})
-    return HomeAssistant(config, link, HaTopics(DeviceTopics("edged", "pi.kitchen-1"), config.discovery_prefix),
-                         facts(), tmp_path, 3600.0, False)
+    ha = HomeAssistant(config, HaTopics(DeviceTopics("edged", "pi.kitchen-1"), config.discovery_prefix),
+                       facts(), tmp_path, 3600.0, False)
+    return ha
 
 
 def test_announce_on_connect_and_on_home_assistant_birth(tmp_path, monkeypatch):
@@ -165,7 +165,7 @@ def test_announce_on_connect_and_on_home_assistant_birth(tmp_path, monkeypatch):
     async def main():
         link = FakeLink()
         ha = make(tmp_path, link)
-        await ha.start()
+        await ha.start(link)
         ha.on_connect()
         await settle()
         first = list(link.published)
@@ -191,7 +191,7 @@ def test_values_after_each_request_not_per_token(tmp_path):
     async def main():
         link = FakeLink()
         ha = make(tmp_path, link)
-        await ha.start()
+        await ha.start(link)
         await settle()
         before = [t for t, _, _ in link.published if t == TOPICS.state]
         ha.on_request(summary())
@@ -210,8 +210,8 @@ def test_profile_select_only_when_allowed_and_only_listed_names(tmp_path):
     async def main(allow):
         link = FakeLink()
         config = HomeAssistantConfig(enabled=True, allow_profile_select=allow)
-        ha = HomeAssistant(config, link, TOPICS, facts(calls=calls), tmp_path, 3600.0, False)
-        await ha.start()
+        ha = HomeAssistant(config, TOPICS, facts(calls=calls), tmp_path, 3600.0, False)
+        await ha.start(link)
         subscribed = set(link.handlers)
         if allow:
             for payload in (b"eco", b"../../etc", b"x" * 100, b"turbo", b"auto"):
@@ -231,15 +231,15 @@ def test_switched_off_removes_what_was_announced_then_forgets(tmp_path, monkeypa
     async def main():
         link = FakeLink()
         ha = make(tmp_path, link, discovery_prefix="old")
-        await ha.start()
+        await ha.start(link)
         ha.on_connect()
         await settle()
         await ha.stop()
         announced = {t for t, p, _ in link.published if t.endswith("/config") and p}
         assert HomeAssistant.announced(tmp_path)
         off = FakeLink()
-        ha = HomeAssistant(HomeAssistantConfig(enabled=False), off, TOPICS, facts(), tmp_path, 3600.0, False)
-        await ha.start()
+        ha = HomeAssistant(HomeAssistantConfig(enabled=False), TOPICS, facts(), tmp_path, 3600.0, False)
+        await ha.start(off)
         ha.on_connect()
         await settle()
         await ha.stop()
@@ -257,7 +257,7 @@ def test_a_changed_prefix_removes_the_old_entities(tmp_path, monkeypatch):
     async def announce(prefix):
         link = FakeLink()
         ha = make(tmp_path, link, discovery_prefix=prefix)
-        await ha.start()
+        await ha.start(link)
         ha.on_connect()
         await settle()
         await ha.stop()
@@ -272,8 +272,8 @@ def test_a_changed_prefix_removes_the_old_entities(tmp_path, monkeypatch):
 def test_the_update_entity_follows_the_devices_own_update_state(tmp_path):
     async def main():
         link = FakeLink()
-        ha = HomeAssistant(HomeAssistantConfig(enabled=True), link, TOPICS, facts(), tmp_path, 3600.0, True)
-        await ha.start()
+        ha = HomeAssistant(HomeAssistantConfig(enabled=True), TOPICS, facts(), tmp_path, 3600.0, True)
+        await ha.start(link)
         state_topic = TOPICS.device.update_state
         link.deliver(state_topic, report("downloading", release=ReleaseRef(channel="stable", version=4),
                                          progress_pct=10.0).encode())

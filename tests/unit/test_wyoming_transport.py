@@ -16,6 +16,7 @@ from wyoming.ping import Ping, Pong
 
 from edged.config import WyomingConfig, load_config
 from edged.core import Core
+from edged.events import Events
 from edged.engines.worker import ModelWorker
 from edged.errors import ConfigError, EngineError
 from edged.transports.wyoming import WyomingTransport
@@ -40,8 +41,9 @@ class Server:
         self.summaries = []
 
     async def __aenter__(self):
-        self.core = Core(ModelWorker(self.engine), self.profile, RequestLimits(), FixedEnergy())
-        self.core.observers.append(self.summaries.append)
+        events = Events()
+        events.request_finished.connect(self.summaries.append, name="test")
+        self.core = Core(ModelWorker(self.engine), self.profile, RequestLimits(), FixedEnergy(), events)
         await self.core.start()
         self.transport = WyomingTransport(self.settings, self.core, lambda: MODEL)
         await self.transport.start()

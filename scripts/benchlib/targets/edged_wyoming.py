@@ -48,9 +48,10 @@ class EdgedWyomingTarget(EdgedSocketTarget):
         line = lines[-1]
         if line.get("outcome") != "ok":
             raise RuntimeError(f"the Wyoming request ended with {line.get('outcome')}")
-        return {"client_first_chunk_ms": first_chunk_s * 1000, "core_ttft_ms": float(line["ttft_ms"]),
-                "added_ms": first_chunk_s * 1000 - float(line["ttft_ms"]), "chunks": chunks,
-                "completion_tokens": line.get("completion_tokens"), "answer_chars": len(answer)}
+        core_ttft_ms = float(line["time_to_first_token_ms"])
+        return {"client_first_chunk_ms": first_chunk_s * 1000, "core_ttft_ms": core_ttft_ms,
+                "added_ms": first_chunk_s * 1000 - core_ttft_ms, "chunks": chunks,
+                "completion_tokens": line.get("output_tokens"), "answer_chars": len(answer)}
 
     async def _ask(self, text: str) -> tuple[float, int, str]:
         from wyoming.asr import Transcript
