@@ -20,6 +20,7 @@ examples:
   edged check-config /etc/edged/edged.toml     validate a config file
   edged convert onnx model.gguf ./model-onnx   convert a GGUF for the ONNX engine
   edged doctor                                 check the engine, CPU variant, model, sensors and clock
+  edged ha forget --config /etc/edged/edged.toml   remove this device from Home Assistant
   edged <command> --help                       details of one command
 
 docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
