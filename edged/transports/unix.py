@@ -18,7 +18,7 @@ from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, enco
                                       parse_json_object, read_frame)
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
-from edged.transports.listening import remove_stale_socket
+from edged.transports.listening import start_unix_listener
 from edged.transports.relay import Send, relay_events
 
 logger = structlog.get_logger(__name__)
@@ -70,14 +70,7 @@ class UnixSocketTransport:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_socket(self.path)
-        old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
-        try:
-            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, self._mode)
+        self._server = await start_unix_listener(self.path, self._mode, self._accept)
         logger.info("listening", transport="unix", path=str(self.path), mode=oct(self._mode))
 
     async def stop_listening(self) -> None:
