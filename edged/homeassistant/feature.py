@@ -51,6 +51,7 @@ class HomeAssistant(MqttFeature):
         self._announce = asyncio.Event()
         self._values_due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.refused_commands = 0
 
     @staticmethod
     def announced(state_dir: Path) -> bool:
@@ -81,7 +82,7 @@ class HomeAssistant(MqttFeature):
             self._loop.call_soon_threadsafe(self._announce.set)
 
     def on_request(self, summary: RequestSummary) -> None:
-        """Core observer, once per finished request."""
+        """``request_finished`` listener, once per finished request."""
         self.window.add(summary)
         self._values_due.set()
 
@@ -103,13 +104,18 @@ class HomeAssistant(MqttFeature):
         name = payload[:MAX_COMMAND_BYTES + 1].decode("utf-8", errors="replace").strip()
         options = ["auto", *self._facts.profile_names()]
         if len(payload) > MAX_COMMAND_BYTES or name not in options:
-            logger.warning("home assistant profile command refused", allowed=options)
+            self._refused("not one of the options")
             return
         try:
             self._facts.set_profile(name)
         except EdgedError as exc:
-            logger.warning("home assistant profile command refused", error=str(exc))
+            self._refused(str(exc))
         self._values_due.set()
+
+    def _refused(self, why: str) -> None:
+        self.refused_commands += 1
+        if self.refused_commands == 1 or self.refused_commands % 100 == 0:  # a flood is not a log flood
+            logger.warning("home assistant profile command refused", reason=why, refused=self.refused_commands)
 
     # ---- publishing -----------------------------------------------------------------------------
     async def _announce_forever(self) -> None:

@@ -218,11 +218,12 @@ def test_profile_select_only_when_allowed_and_only_listed_names(tmp_path):
                 link.deliver(TOPICS.profile_command, payload)
                 await settle()
         await ha.stop()
-        return subscribed
+        return subscribed, ha.refused_commands
 
-    assert TOPICS.profile_command not in asyncio.run(main(False))
-    assert TOPICS.profile_command in asyncio.run(main(True))
-    assert calls == ["eco", "auto"]
+    assert TOPICS.profile_command not in asyncio.run(main(False))[0]
+    subscribed, refused = asyncio.run(main(True))
+    assert TOPICS.profile_command in subscribed
+    assert calls == ["eco", "auto"] and refused == 3
 
 
 def test_switched_off_removes_what_was_announced_then_forgets(tmp_path, monkeypatch):
