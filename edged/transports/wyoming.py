@@ -26,7 +26,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 
 from edged.config import WyomingConfig
-from edged.errors import BadRequest, RequestError
+from edged.errors import BadRequest, RequestError, TransportError
 from edged.job import Job
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, TokenEvent
 from edged.ports import CorePort
@@ -193,12 +193,16 @@ class WyomingTransport:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        if self.address.path is not None:
-            self._server = await start_unix_listener(self.address.path, self._settings.mode, self._accept,
-                                                     limit=MAX_HEADER_BYTES)
-        else:
-            self._server = await asyncio.start_server(self._accept, self.address.host, self.address.port,
-                                                      limit=MAX_HEADER_BYTES)
+        try:
+            if self.address.path is not None:
+                self._server = await start_unix_listener(self.address.path, self._settings.mode, self._accept,
+                                                         limit=MAX_HEADER_BYTES)
+            else:
+                self._server = await asyncio.start_server(self._accept, self.address.host, self.address.port,
+                                                          limit=MAX_HEADER_BYTES)
+        except OSError as exc:
+            raise TransportError(f"cannot serve Wyoming on {self.address}: {exc.strerror or exc}; "
+                                 "is another server on it? change [wyoming] uri") from None
         logger.info("listening", transport="wyoming", uri=str(self.address),
                     streaming=self._settings.streaming)
 

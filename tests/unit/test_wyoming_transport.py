@@ -18,7 +18,7 @@ from edged.config import WyomingConfig, load_config
 from edged.core import Core
 from edged.events import Events
 from edged.engines.worker import ModelWorker
-from edged.errors import ConfigError, EngineError
+from edged.errors import ConfigError, EngineError, TransportError
 from edged.transports.wyoming import WyomingTransport
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_DATA_BYTES, ModelFacts
@@ -294,3 +294,17 @@ def test_remote_tcp_only_when_explicitly_allowed():
     assert parse_wyoming_uri(config.wyoming.uri, allow_remote=True).host == "0.0.0.0"
     assert load_config(environ={}).wyoming.uri is None  # unset = off
     assert parse_wyoming_uri("tcp://[::1]:10700", allow_remote=False).port == 10700
+
+
+def test_a_port_in_use_is_a_clear_start_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def main():
+            settings = WyomingConfig.model_validate({"uri": f"tcp://127.0.0.1:{port}"})
+            await WyomingTransport(settings, None, lambda: MODEL).start()  # type: ignore[arg-type]
+
+        with pytest.raises(TransportError, match="cannot serve Wyoming on tcp://127.0.0.1"):
+            run(main())
