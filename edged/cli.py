@@ -34,7 +34,7 @@ def _add_socket(parser: argparse.ArgumentParser) -> None:
 
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
-        return args.socket
+        return Path(args.socket)
     import os
 
     from edged.paths import default_socket_path

@@ -19,7 +19,7 @@ def event_of(plaintext: bytes) -> dict[str, Any]:
     event = json.loads(plaintext)
     if "error" in event:
         raise RemoteError(event["error"]["code"], event["error"]["message"])
-    return event
+    return dict(event)
 
 
 class SocketClient:
@@ -84,17 +84,17 @@ class SocketClient:
 
     def control(self, op: str, **fields: Any) -> dict[str, Any]:
         self.send_raw(encode_json(KIND_CONTROL, {"op": op, **fields}))
-        kind, payload = self.read_frame()
+        _kind, payload = self.read_frame()
         reply = json.loads(payload)
         if "error" in reply:
             raise RemoteError(reply["error"]["code"], reply["error"]["message"])
-        return reply
+        return dict(reply)
 
     def ask(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Send a plaintext request; yield each event until the final one (raises RemoteError on an error)."""
         self.send_raw(encode_json(KIND_JSON, body))
         while True:
-            kind, payload = self.read_frame()
+            _kind, payload = self.read_frame()
             event = json.loads(payload)
             if "error" in event:
                 raise RemoteError(event["error"]["code"], event["error"]["message"])

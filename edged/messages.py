@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest
 from edged.summary import RequestSummary
 
@@ -16,20 +16,16 @@ Priority = Literal["interactive", "normal", "background"]
 PRIORITY_RANK: dict[str, int] = {"interactive": 0, "normal": 1, "background": 2}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ChatMessage(_Strict):
+class ChatMessage(StrictModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=1_000_000)
 
 
-class ResponseFormat(_Strict):
+class ResponseFormat(StrictModel):
     type: Literal["text"] = Field(description="only plain text; JSON mode is not offered by edged yet")
 
 
-class ChatRequest(_Strict):
+class ChatRequest(StrictModel):
     """A request body. Unknown fields are rejected, never ignored."""
 
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=256)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.crypto import wire
 from edged.crypto.clock import ClockPolicy
@@ -24,15 +24,14 @@ from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
 from edged.errors import ClockNotSynchronised, EnvelopeRejected
+from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
 _SUITE = wire.HPKE_SUITE
 
 
-class TimestampWindow(BaseModel):
+class TimestampWindow(StrictModel):
     """How far a request's ts_ms may lie from the device clock."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     past_s: float = Field(default=120.0, ge=1.0, le=3600.0, description="oldest accepted request age, seconds")
     future_s: float = Field(default=30.0, ge=0.0, le=600.0, description="largest accepted clock lead of a client, seconds")

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -87,10 +87,10 @@ class SealedGateway:
                 clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy)
         except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
             self._count(exc.check)
+            opened = cast(OpenedRequest, exc.opened)
             logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
-                           client=exc.opened.client_label)  # type: ignore[attr-defined]
-            exc.exchange = SealedExchange(exc.opened, exc.opened.response_sealer(),  # type: ignore[attr-defined]
-                                          self.pad_responses)
+                           client=opened.client_label)
+            exc.exchange = SealedExchange(opened, opened.response_sealer(), self.pad_responses)
             raise
         except EnvelopeRejected as exc:
             self._count(exc.check)

@@ -26,6 +26,15 @@ PIECE_BUFFER = 256
 PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaEngine(Engine):
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -42,7 +51,7 @@ class LlamaEngine(Engine):
         # Tokens whose keys and values are in the KV cache now, in order: the reusable prefix.
         self._cached: list[int] = []
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
-        self._one = None
+        self._one: Any = None
         self._prefixes: PrefixStore | None = None
 
     def use_prefix_store(self, store: PrefixStore | None) -> None:
@@ -153,7 +162,7 @@ class LlamaEngine(Engine):
         n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, room, self._add_bos, special)
         if n < 0:
             raise BadRequest("prompt could not be tokenised")
-        return tokens[:n]
+        return list(tokens[:n])
 
     def _sampler(self, params: SamplingParams) -> Any:
         lib = self._lib
@@ -176,12 +185,8 @@ class LlamaEngine(Engine):
         loaded instead of decoded.
         """
         lib = self._lib
-        reuse = 0
-        for cached, new in zip(self._cached, tokens):
-            if cached != new:
-                break
-            reuse += 1
-        reuse = min(reuse, len(tokens) - 1)  # the last prompt token must be decoded to get logits
+        # The last prompt token must be decoded to get logits.
+        reuse = min(common_prefix_length(self._cached, tokens), len(tokens) - 1)
         store = self._prefixes
         if store is not None and preamble > reuse:
             stored = store.longest_match(tokens, at_least=reuse)
@@ -191,7 +196,7 @@ class LlamaEngine(Engine):
         self._cached = self._cached[:reuse]
         save_at = preamble if store is not None and preamble - reuse >= MIN_PREFIX_TOKENS \
             and preamble < len(tokens) and not store.has(tuple(tokens[:preamble])) else 0
-        if save_at:
+        if save_at and store is not None:
             self._decode_prompt(tokens[reuse:save_at])
             self._save_prefix(store, tuple(tokens[:save_at]))
             reuse_end = save_at
@@ -246,12 +251,7 @@ class LlamaEngine(Engine):
         # Render the system part with a user turn no real prompt has; the prompts agree up to where it starts.
         probe = self.tokenize(render_chat(self._template, [*system, ChatMessage(role="user", content=PROBE_TEXT)],
                                           self._bos, self._eos))
-        common = 0
-        for a, b in zip(probe, tokens):
-            if a != b:
-                break
-            common += 1
-        return common
+        return common_prefix_length(probe, tokens)
 
     def _reset_cache(self) -> None:
         self._lib.llama_memory_clear(self._memory, True)

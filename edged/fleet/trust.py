@@ -15,11 +15,12 @@ from typing import Annotated, Final, Literal
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, model_validator
 
 from edged.errors import ConfigError, UpdateError
 from edged import atomic
 from edged.fleet import dsse
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -69,10 +70,8 @@ def public_key_from_hex(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
 
 
-class RoleKeys(BaseModel):
+class RoleKeys(StrictModel):
     """The keys of one role and how many of them (distinct) must sign."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     threshold: int = Field(ge=1, le=MAX_ROLE_KEYS, description="distinct valid signatures needed")
     keys: list[PublicKeyHex] = Field(min_length=1, max_length=MAX_ROLE_KEYS, description="Ed25519 public keys")
@@ -91,10 +90,8 @@ class RoleKeys(BaseModel):
         return {dsse.keyid_of(key): key for key in public_keys}
 
 
-class TrustRoot(BaseModel):
+class TrustRoot(StrictModel):
     """The trust root document (payload type ``application/vnd.edged.root+json``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     version: int = Field(ge=1, le=2**63 - 1, description="root version; rotation goes N to exactly N+1")
     expires: UtcTimestamp = Field(description="after this instant the root no longer vouches for releases")

@@ -9,10 +9,11 @@ from collections.abc import Callable
 import structlog
 from paho.mqtt.client import MQTTMessage, topic_matches_sub
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.errors import ConfigError
 from edged.mqtt.counters import LinkCounters
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -24,10 +25,8 @@ class InvalidTopicError(ConfigError):
     """A topic name or topic filter breaks the MQTT rules."""
 
 
-class InboundMessage(BaseModel):
+class InboundMessage(StrictModel):
     """One message from the broker, as handlers see it (MQTT 5 fields are None on 3.1.1)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     topic: str = Field(min_length=1, max_length=MAX_TOPIC_BYTES, description="Topic it was published to")
     payload: bytes = Field(max_length=268_435_455, description="Raw payload bytes")

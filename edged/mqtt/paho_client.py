@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.client import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
