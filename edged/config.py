@@ -13,11 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-<<<<<<< HEAD
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
-=======
-from pydantic import Field, Strict, ValidationError
->>>>>>> main
+from pydantic import Field, Strict, ValidationError, model_validator
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
@@ -96,8 +92,7 @@ class PrivacyConfig(StrictModel):
                                                                 "batching tokens (hides token timing; adds latency)")
 
 
-<<<<<<< HEAD
-class HomeAssistantConfig(Section):
+class HomeAssistantConfig(StrictModel):
     enabled: bool = Field(False, description="announce this device to Home Assistant by MQTT discovery (needs [mqtt]); "
                                              "switching it off removes the announced entities")
     discovery_prefix: str = Field("homeassistant", min_length=1, max_length=64,
@@ -110,7 +105,7 @@ class HomeAssistantConfig(Section):
                                                           "the broker can use (unauthenticated; see docs/security.md)")
 
 
-class WyomingConfig(Section):
+class WyomingConfig(StrictModel):
     uri: str | None = Field(None, max_length=512, description="serve Wyoming here: unix:///PATH or tcp://HOST:PORT; "
                                                               "unset = off")
     allow_remote: bool = Field(False, description="allow a tcp:// host other than loopback (Wyoming has no "
@@ -136,10 +131,7 @@ class WyomingConfig(Section):
         return self
 
 
-class Config(Section):
-=======
 class Config(StrictModel):
->>>>>>> main
     device_id: str = Field(
         default_factory=lambda: socket.gethostname() or "edged",
         min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",

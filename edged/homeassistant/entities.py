@@ -31,7 +31,7 @@ class Entity:
 
 
 def _value(key: str) -> str:
-    return "{{ value_json.%s }}" % key
+    return "{{ value_json." + key + " }}"
 
 
 def _sensor(key: str, name: str, value: str, **fields: Any) -> Entity:

@@ -12,11 +12,7 @@ from typing import Any, Callable, Protocol
 
 import structlog
 
-<<<<<<< HEAD
-from edged.errors import BadRequest, EdgedError, RequestError, Unauthorized
-=======
-from edged.errors import BadRequest, RequestError, TransportError, Unauthorized
->>>>>>> main
+from edged.errors import BadRequest, RequestError, Unauthorized
 from edged.messages import error_object, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)

@@ -29,6 +29,7 @@ from edged.config import WyomingConfig
 from edged.errors import BadRequest, RequestError, TransportError
 from edged.job import Job
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, TokenEvent
+from edged.messages import Event as CoreEvent
 from edged.ports import CorePort
 from edged.transports.listening import start_unix_listener
 from edged.transports.wyoming_uri import parse_wyoming_uri
@@ -157,7 +158,7 @@ class WyomingConnection(AsyncEventHandler):
             await self.write_event(HandledStart(context=context).event())
         pieces: list[str] = []
         events = job.events
-        item = await events.get()
+        item: CoreEvent | None = await events.get()
         while isinstance(item, TokenEvent):
             text, item = item.text, None
             while not events.empty():  # tokens that queued during the last write go out as one chunk
@@ -205,13 +206,6 @@ class WyomingTransport:
                                  "is another server on it? change [wyoming] uri") from None
         logger.info("listening", transport="wyoming", uri=str(self.address),
                     streaming=self._settings.streaming)
-
-    @property
-    def port(self) -> int | None:
-        """The bound TCP port (useful with tests that bind port 0 through allow_remote)."""
-        if self._server is None or self.address.port is None:
-            return None
-        return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         """Stop listening, then end every connection (their generations are cancelled)."""

@@ -68,13 +68,13 @@ def test_transcript_is_answered_by_the_model_streamed_and_whole(voice):
     chunks = "".join(HandledChunk.from_event(e).text for e in events if HandledChunk.is_type(e.type))
     answer = Handled.from_event(events[-2]).text
     assert answer and answer == chunks.strip()
-    line = voice.wait_for_log(lambda l: l.get("event") == "request" and l.get("transport") == "wyoming")
+    line = voice.wait_for_log(lambda entry: entry.get("event") == "request" and entry.get("transport") == "wyoming")
     assert line["priority"] == "interactive" and line["outcome"] == "ok" and line["output_tokens"] <= 48
     assert QUESTION not in voice.log_text()  # never prompt text in the logs
 
 
 def test_a_voice_client_that_hangs_up_cancels_its_generation(voice):
-    before = len([l for l in voice.request_logs() if l.get("transport") == "wyoming"])
+    before = len([entry for entry in voice.request_logs() if entry.get("transport") == "wyoming"])
 
     async def main():
         client = AsyncClient.from_uri(voice.uri)
@@ -84,9 +84,9 @@ def test_a_voice_client_that_hangs_up_cancels_its_generation(voice):
         await client.disconnect()
 
     run(main())
-    line = voice.wait_for_log(lambda l: l.get("event") == "request" and l.get("transport") == "wyoming"
+    line = voice.wait_for_log(lambda entry: entry.get("event") == "request" and entry.get("transport") == "wyoming"
                               and len([x for x in voice.request_logs() if x.get("transport") == "wyoming"]) > before
-                              and l.get("outcome") == "cancelled")
+                              and entry.get("outcome") == "cancelled")
     assert line["output_tokens"] < 48
     assert voice.status()["queue"]["running"] == 0
 

@@ -10,7 +10,7 @@ from wyoming.asr import Transcript
 from wyoming.client import AsyncClient
 from wyoming.error import Error
 from wyoming.event import read_event
-from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop, NotHandled
+from wyoming.handle import Handled, HandledChunk, HandledStart, NotHandled
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
 
@@ -306,5 +306,5 @@ def test_a_port_in_use_is_a_clear_start_error(tmp_path):
             settings = WyomingConfig.model_validate({"uri": f"tcp://127.0.0.1:{port}"})
             await WyomingTransport(settings, None, lambda: MODEL).start()  # type: ignore[arg-type]
 
-        with pytest.raises(TransportError, match="cannot serve Wyoming on tcp://127.0.0.1"):
+        with pytest.raises(TransportError, match=r"cannot serve Wyoming on tcp://127\.0\.0\.1"):
             run(main())
