@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 
 from edged.errors import TransportError
+from edged.paths import check_socket_dir
 
 logger = structlog.get_logger(__name__)
 
@@ -39,6 +40,8 @@ def remove_stale_socket(path: Path) -> None:
 
 
 async def start_unix_listener(path: Path, mode: int, accept: Accept, **kwargs: Any) -> asyncio.AbstractServer:
+    """Listen on ``path`` with file mode ``mode``; a live socket there is an error, a stale one is removed."""
+    check_socket_dir(path, create=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_socket(path)
     old_umask = os.umask(0o777 & ~mode)  # the socket never exists with a wider mode, not even briefly

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 from typing import Any, Callable
 
 import structlog
@@ -32,6 +31,7 @@ from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, Tok
 from edged.messages import Event as CoreEvent
 from edged.ports import CorePort
 from edged.transports.listening import start_unix_listener
+from edged.transports.peer import peer_of_socket
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_HEADER_BYTES, ModelFacts, info_event, read_event, transcript_text
 
@@ -45,8 +45,8 @@ WAITING_EVENTS = 4  # events queued behind a running answer; a peer sending more
 def _peer_label(writer: asyncio.StreamWriter) -> str:
     sock: socket.socket = writer.get_extra_info("socket")
     if sock.family == socket.AF_UNIX:
-        _pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return f"uid={uid},gid={gid}"  # no pid: the core's per-client rate limit must not reset per process
+        peer = peer_of_socket(sock)
+        return f"uid={peer.uid},gid={peer.gid}"  # no pid: the core's per-client rate limit must not reset per process
     host = (writer.get_extra_info("peername") or ("?",))[0]
     return f"tcp:{host}"  # no port: a new connection is the same client
 

@@ -74,6 +74,14 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
               _get(targets.get("edged-wyoming"), "scenarios", "wyoming-latency", "added_ms", "median"),
               WYOMING_ADDED_LIMIT_MS, False, ms, "≤ 5 ms"),
     ]
+    structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
+    median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731
+    goals += [
+        _goal("decode with a JSON schema / unconstrained (socket)", median("decode_ratio"), 0.90, True, times,
+              "≥ 0.90x"),
+        _goal("schema compile on first use, 10-property object", median("compile_ms"), 50.0, False, ms, "≤ 50 ms"),
+        _goal("TTFT added by a cached grammar", median("added_ttft_ms"), 5.0, False, ms, "≤ 5 ms"),
+    ]
     return goals + extension_rows(results)
 
 
