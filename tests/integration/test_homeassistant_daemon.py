@@ -106,18 +106,31 @@ def test_discovery_configs_templates_birth_and_forget(make_daemon, mosquitto_pla
         assert not (d.state_dir / "homeassistant-discovery.json").exists()
 
 
-def test_switching_the_section_off_removes_the_entities(make_daemon, mosquitto_plain):
+def test_profile_select_when_allowed_then_switching_the_section_off_removes_everything(make_daemon, mosquitto_plain):
     broker = mosquitto_plain
-    on = make_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON))
-    with Probe(settings(broker), "homeassistant/#") as probe:
+    on = make_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON,
+                                                          EDGED_HOMEASSISTANT__ALLOW_PROFILE_SELECT="true"))
+    select_topic = f"homeassistant/select/edged_{DEVICE}/profile_select/config"
+    with Probe(settings(broker), "homeassistant/#", f"edged/{DEVICE}/ha/#") as probe:
         on.start()
-        probe.wait_for(lambda m: len(configs(probe)) == len(ENTITIES), "every discovery config")
-        announced = set(configs(probe))
+        probe.wait_for(lambda m: len(configs(probe)) == len(ENTITIES) + 1, "every discovery config and the select")
+        announced = configs(probe)
+        assert check_config(select_topic, announced[select_topic]) == []
+        options = announced[select_topic]["options"]
+        assert options[0] == "auto" and "eco" in options
+        command = announced[select_topic]["command_topic"]
+        probe.link.publish(command, b"turbo-mode", qos=1)  # not an option: refused, nothing changes
+        probe.link.publish(command, b"eco", qos=1)
+        probe.wait_for(lambda m: m.topic == STATE and json.loads(m.payload)["profile_choice"] == "eco",
+                       "the select showing the override")
+        assert on.status()["profile_overrides"] == {"remote": "eco"}
+        on.wait_for_log(lambda line: line.get("event") == "home assistant profile command refused")
         assert on.stop(signal.SIGTERM) == 0
+
         off = make_daemon("--state-dir", str(on.state_dir), "--device-id", DEVICE, env=daemon_env(broker))
         off.start()
         probe.wait_for(lambda m: not configs(probe), "empty retained configs for every entity")
-        assert announced <= {m.topic for m in probe.seen if not m.payload}
+        assert set(announced) <= {m.topic for m in probe.seen if not m.payload}
         off.wait_for_log(lambda line: line.get("event") == "home assistant entities removed")
         assert not (on.state_dir / "homeassistant-discovery.json").exists()
         assert off.stop(signal.SIGTERM) == 0
