@@ -25,6 +25,7 @@ from edged.systemd import Notifier
 from edged.transports.unix import UnixSocketTransport
 
 if TYPE_CHECKING:
+    from edged.http_service import HttpService
     from edged.mqtt_session import MqttSession
     from edged.transports.wyoming import WyomingTransport
     from edged.power.energy import EnergyMeter
@@ -54,6 +55,7 @@ class Daemon:
         self.mqtt: MqttSession | None = None  # when [mqtt] is configured
         self.wyoming: WyomingTransport | None = None  # when [wyoming] uri is set
         self.energy: EnergyMeter | None = None
+        self.http: HttpService | None = None  # when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
         self.exit_code = 0
 
@@ -155,6 +157,13 @@ class Daemon:
             plaintext_uids=uids, plaintext_gids=gids,
             control=self.control, sealed=self.gateway)
         await self.transport.start()
+        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the model has loaded
+            from edged.http_service import HttpService
+
+            self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
+                                    energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
+                                    plaintext=(uids, gids), mqtt=lambda: self.mqtt)
+            await self.http.start(after=model_loading)
         if self.config.wyoming.uri is not None:
             from edged.transports.wyoming import WyomingTransport
             from edged.transports.wyoming_wire import model_facts
@@ -184,6 +193,8 @@ class Daemon:
         if self.transport is not None:
             try:
                 await self.transport.stop_listening()
+                if self.http is not None:
+                    await self.http.stop_listening()
             except Exception:
                 logger.exception("stopping the socket failed")
                 self.exit_code = 1
@@ -195,6 +206,8 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
+        if self.http is not None:
+            await self.http.close()
         if self.wyoming is not None:
             try:
                 await self.wyoming.close()  # after the drain: a voice answer in flight gets to finish

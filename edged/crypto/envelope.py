@@ -133,7 +133,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
                  prekeys: PrekeyLookup, allow_list: ClientLookup, replay: ReplayCache, now: float,
                  window: TimestampWindow = DEFAULT_WINDOW, max_size: int = wire.DEFAULT_MAX_REQUEST_BYTES,
                  clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject",
-                 within_rate: Callable[[bytes, int], bool] | None = None) -> OpenedRequest:
+                 within_rate: Callable[[bytes, int | None], bool] | None = None) -> OpenedRequest:
     """Run checks 1-10 of spec section 3 in order; the first failure raises EnvelopeRejected(check).
 
     ``now`` is the device's unix time in seconds. With an unsynchronised clock, a request that

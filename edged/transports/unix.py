@@ -14,11 +14,12 @@ from edged.messages import error_object, parse_request
 from edged.transports import framing
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
                                       encode_json, parse_json_object, read_frame)
-from edged.transports.peer import NOBODY, Peer, peer_of_socket
+from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
 from edged.transports.listening import start_unix_listener
 from edged.transports.relay import Send, relay_events
+from edged.transports.socket_file import remove_stale_socket
 
 logger = structlog.get_logger(__name__)
 
@@ -205,10 +206,7 @@ class UnixSocketTransport:
         return self.control.override_profile(name, "local")
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
-            return False
-        return (peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
-                or not peer.groups.isdisjoint(self._plaintext_gids))
+        return plaintext_allowed(peer, self._plaintext_uids, self._plaintext_gids)
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:
