@@ -11,13 +11,13 @@ import structlog
 
 from edged.errors import BadRequest, RequestError, Unauthorized
 from edged.messages import error_object, parse_request
+from edged.paths import check_socket_dir
 from edged.transports import framing
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
                                       encode_json, parse_json_object, read_frame)
 from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
-from edged.transports.listening import start_unix_listener
 from edged.transports.relay import Send, relay_events
 from edged.transports.socket_file import remove_stale_socket
 
@@ -63,7 +63,15 @@ class UnixSocketTransport:
         self._exempt_uids = {0, os.geteuid()}  # root and the daemon's user always get a connection
 
     async def start(self) -> None:
-        self._server = await start_unix_listener(self.path, self._mode, self._accept)
+        check_socket_dir(self.path, create=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_socket(self.path)
+        old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
+        try:
+            self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, self._mode)
         logger.info("listening", transport="unix", path=str(self.path), mode=oct(self._mode))
 
     async def stop_listening(self) -> None:

@@ -30,7 +30,7 @@ from edged.job import Job
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, TokenEvent
 from edged.messages import Event as CoreEvent
 from edged.ports import CorePort
-from edged.transports.listening import start_unix_listener
+from edged.transports.socket_file import bind_unix_socket
 from edged.transports.peer import peer_of_socket
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_HEADER_BYTES, ModelFacts, info_event, read_event, transcript_text
@@ -196,8 +196,8 @@ class WyomingTransport:
     async def start(self) -> None:
         try:
             if self.address.path is not None:
-                self._server = await start_unix_listener(self.address.path, self._settings.mode, self._accept,
-                                                         limit=MAX_HEADER_BYTES)
+                sock = bind_unix_socket(self.address.path, self._settings.mode)
+                self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=MAX_HEADER_BYTES)
             else:
                 self._server = await asyncio.start_server(self._accept, self.address.host, self.address.port,
                                                           limit=MAX_HEADER_BYTES)
