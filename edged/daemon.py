@@ -27,6 +27,7 @@ from edged.transports.unix import UnixSocketTransport
 if TYPE_CHECKING:
     from edged.http_service import HttpService
     from edged.mqtt_session import MqttSession
+    from edged.transports.wyoming import WyomingTransport
     from edged.power.energy import EnergyMeter
 
 logger = structlog.get_logger(__name__)
@@ -52,6 +53,7 @@ class Daemon:
         self.control: DeviceControl | None = None  # built once the parts exist; every transport gets it
         self.transport: UnixSocketTransport | None = None
         self.mqtt: MqttSession | None = None  # when [mqtt] is configured
+        self.wyoming: WyomingTransport | None = None  # when [wyoming] uri is set
         self.energy: EnergyMeter | None = None
         self.http: HttpService | None = None  # when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,6 +109,8 @@ class Daemon:
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
             if self.config.mqtt is None:
                 logger.warning("[updates] is configured but [mqtt] is not: no updates can arrive")
+        if self.config.homeassistant.enabled and self.config.mqtt is None:
+            logger.warning("[homeassistant] is enabled but [mqtt] is not: Home Assistant cannot discover this device")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edged.power.governor import Governor
 
@@ -160,6 +164,14 @@ class Daemon:
                                     energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
                                     plaintext=(uids, gids), mqtt=lambda: self.mqtt)
             await self.http.start(after=model_loading)
+        if self.config.wyoming.uri is not None:
+            from edged.transports.wyoming import WyomingTransport
+            from edged.transports.wyoming_wire import model_facts
+
+            control = self.control
+            self.wyoming = WyomingTransport(self.config.wyoming, self.core,
+                                            lambda: model_facts(self.worker.info, control.model_name()))
+            await self.wyoming.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
@@ -196,6 +208,12 @@ class Daemon:
             await self.transport.close_connections()
         if self.http is not None:
             await self.http.close()
+        if self.wyoming is not None:
+            try:
+                await self.wyoming.close()  # after the drain: a voice answer in flight gets to finish
+            except Exception:
+                logger.exception("stopping the Wyoming server failed")
+                self.exit_code = 1
         if self.mqtt is not None:
             try:
                 await self.mqtt.close()

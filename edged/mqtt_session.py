@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from edged.config import Config
 from edged.events import Events
+from edged.homeassistant.feature import HomeAssistant
+from edged.homeassistant.wiring import home_assistant_for
 from edged.mqtt.feature import MqttFeature
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
@@ -54,6 +56,7 @@ class MqttSession:
         self.telemetry: TelemetryPublisher | None = None
         self.spool: Spool | None = None
         self.updates: UpdateService | None = None
+        self.homeassistant: HomeAssistant | None = None
         self._features: list[MqttFeature] = []
         self.link: MqttLink | None = None
 
@@ -73,6 +76,9 @@ class MqttSession:
             self.updates = UpdateService(config.updates, self._state_dir, config.device_id, self.topics,
                                          self._core, self._control)
             features.append(self.updates)
+        if config.homeassistant.enabled or HomeAssistant.announced(self._state_dir):  # off: remove what was shown
+            self.homeassistant = home_assistant_for(config, self.topics, self._control, self._events, self._state_dir)
+            features.append(self.homeassistant)
         # Subscribed before the link starts, so every topic goes out with the first connect.
         for feature in features:
             await feature.start(self.link)
@@ -111,6 +117,8 @@ class MqttSession:
         self.presence.birth()
         if self.telemetry is not None:
             self.telemetry.on_connect()
+        if self.homeassistant is not None:
+            self.homeassistant.on_connect()
 
     def _disconnected(self, event: LinkEvent) -> None:
         if self.telemetry is not None:
