@@ -12,7 +12,7 @@ from typing import Annotated, Final
 import structlog
 from pydantic import Field, ValidationError, model_validator
 
-from edged.errors import ConfigError, UpdateError
+from edged.errors import AlreadyAccepted, ConfigError, UpdateError
 from edged import atomic
 from edged.fleet import dsse
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
@@ -152,14 +152,6 @@ class VersionState(StrictModel):
     )
 
 
-class AlreadyAccepted(UpdateError):
-    """The very manifest this device accepted before (e.g. a retained message seen again): ignore it quietly."""
-
-    def __init__(self, manifest: ReleaseManifest, message: str) -> None:
-        super().__init__("version", message)
-        self.manifest = manifest
-
-
 class ReleaseVerifier:
     """Runs the device checks on a signed release manifest and persists its version before returning it."""
 
@@ -194,7 +186,8 @@ class ReleaseVerifier:
             try:
                 manifest, _, _ = self._check(envelope_bytes)
             except AlreadyAccepted as exc:
-                return exc.manifest
+                accepted: ReleaseManifest = exc.manifest
+                return accepted
         raise UpdateError("version", f"v{manifest.version} is newer than the one accepted; verify it instead")
 
     def highest_versions(self) -> dict[str, int]:

@@ -12,9 +12,9 @@ from typing import Final
 import structlog
 
 from edged.engines import create_engine
-from edged.errors import UpdateError
+from edged.errors import AlreadyAccepted, UpdateError
 from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
-from edged.fleet.manifest import MAX_CHUNK_SIZE, AlreadyAccepted, ReleaseManifest, ReleaseVerifier
+from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
 from edged.fleet.reports import StateReporter
 from edged.fleet.settings import UpdateSettings

@@ -13,8 +13,8 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, RequestError, TransportError, Unauthorized
-from edged.messages import ChatRequest, error_object, parse_request
+from edged.errors import BadRequest, Busy, RequestError, TransportError, Unauthorized
+from edged.messages import ChatRequest, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
 from edged.transports.relay import relay_events
@@ -126,7 +126,7 @@ class UnixSocketTransport:
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self._max_connections:
-            writer.write(encode_json(KIND_JSON, error_object("busy", "too many connections; retry later")))
+            writer.write(encode_json(KIND_JSON, Busy("too many connections; retry later").to_wire()))
             writer.close()
             return
         self._connections.add(task)
@@ -157,7 +157,7 @@ class UnixSocketTransport:
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
-                    await self._send(writer, KIND_JSON, error_object("bad_request", frame.message))
+                    await self._send(writer, KIND_JSON, BadRequest(frame.message).to_wire())
                     return
                 kind, payload = frame
                 try:
