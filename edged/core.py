@@ -71,9 +71,6 @@ class Core:
             logger.error("model failed to load", error=str(exc))
         self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="core-dispatch")
 
-    def stop_accepting(self) -> None:
-        self._accepting = False
-
     async def drain(self, timeout: float) -> int:
         """Wait for queued and running requests up to `timeout`, then cancel the rest; returns how many."""
         self._accepting = False

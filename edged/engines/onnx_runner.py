@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.engines.onnx_config import ModelConfig
+from edged.engines.onnx_config import OnnxModelFile
 from edged.errors import EngineError
 
 KV_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -36,7 +36,7 @@ def _first_line(exc: BaseException) -> str:
 class DecoderSession:
     """The graph plus the keys and values of the tokens seen so far (`cached`), batch size 1."""
 
-    def __init__(self, model_path: Path, config: ModelConfig, threads: int) -> None:
+    def __init__(self, model_path: Path, config: OnnxModelFile, threads: int) -> None:
         ort = _ort()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -86,7 +86,7 @@ def parse_manifest(payload: bytes) -> ReleaseManifest:
 
 
 @dataclass(frozen=True)
-class DeviceIdentity:
+class FleetMembership:
     """What a release's target selector is matched against."""
 
     fleet: str
@@ -158,7 +158,7 @@ class ReleaseVerifier:
     def __init__(
         self,
         trust: TrustStore,
-        device: DeviceIdentity,
+        device: FleetMembership,
         limits: ArtifactLimits | None = None,
         clock: ExpiryClock | None = None,
     ) -> None:

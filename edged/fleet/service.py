@@ -52,7 +52,7 @@ class UpdateService:
         self.host = host
         self.journal = Journal(state_dir)
         self.slots = Slots(state_dir)
-        self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.identity(device_id),
+        self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.membership(device_id),
                                         settings.limits())
         self._pull_topic = pull_topic(topics.prefix, device_id)
         self._pause_at = os.environ.get(PAUSE_ENV) or None

@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from edged.fleet.manifest import GIB, ArtifactLimits, DeviceIdentity, Name
+from edged.fleet.manifest import GIB, ArtifactLimits, FleetMembership, Name
 from edged.fleet.trust import ClockPolicy, ExpiryClock
 from edged.validation import StrictModel
 
@@ -89,8 +89,8 @@ class UpdateSettings(StrictModel):
     def request_chunks(self, chunk_size: int) -> int:
         return max(1, min(self.request_bytes // chunk_size, self.window_chunks(chunk_size)))
 
-    def identity(self, device_id: str) -> DeviceIdentity:
-        return DeviceIdentity(
+    def membership(self, device_id: str) -> FleetMembership:
+        return FleetMembership(
             fleet=self.fleet, device_id=device_id, groups=frozenset(self.groups), hardware=frozenset(self.hardware)
         )
 

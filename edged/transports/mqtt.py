@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import structlog
 
 from edged.errors import EnvelopeRejected, RequestError
+from edged.transports.ports import CorePort
 from edged.transports.relay import relay_events
 from edged.transports.topics import DeviceTopics
 
@@ -17,11 +18,6 @@ logger = structlog.get_logger(__name__)
 RESPONSE_EXPIRY_S = 300
 
 
-class CoreLike(Protocol):
-    def submit(self, request: Any, *, transport: str, peer: str, client: str | None = None,
-               request_id: str | None = None) -> Any: ...
-
-
 class MqttRequestTransport:
     """Subscribes to the device's request topic; every valid sealed request is answered on its own task.
 
@@ -29,7 +25,7 @@ class MqttRequestTransport:
     with a counter and a log line and never answered: over MQTT an answer would help an attacker.
     """
 
-    def __init__(self, link: Any, topics: DeviceTopics, core: CoreLike, gateway: Any,
+    def __init__(self, link: Any, topics: DeviceTopics, core: CorePort, gateway: Any,
                  model_name: Callable[[], str], *, max_pending: int = 1024, flush_interval_s: float = 0.0) -> None:
         self._link = link
         self._topics = topics

@@ -9,14 +9,15 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 import structlog
 
 from edged.errors import BadRequest, Busy, RequestError, TransportError, Unauthorized
-from edged.messages import ChatRequest, parse_request
+from edged.messages import parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
+from edged.transports.ports import CorePort, GatewayPort
 from edged.transports.relay import relay_events
 
 logger = structlog.get_logger(__name__)
@@ -34,26 +35,7 @@ class Peer:
         return f"uid={self.uid},gid={self.gid},pid={self.pid}"
 
 
-class SealedExchange(Protocol):
-    @property
-    def request_id(self) -> str: ...
-    @property
-    def client_label(self) -> str: ...
-
-    def seal(self, obj: dict[str, Any], *, final: bool, error: bool = False) -> bytes: ...
-
-
-class SealedGateway(Protocol):
-    def open(self, data: bytes, request_topic: str) -> SealedExchange: ...
-    def admit(self, exchange: Any) -> ChatRequest: ...
-
-
 ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
-
-
-class CoreLike(Protocol):
-    def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
-               request_id: str | None = None) -> Any: ...
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -83,9 +65,9 @@ def remove_stale_socket(path: Path) -> None:
 
 
 class UnixSocketTransport:
-    def __init__(self, path: Path, core: CoreLike, *, mode: int, max_frame: int, max_connections: int,
+    def __init__(self, path: Path, core: CorePort, *, mode: int, max_frame: int, max_connections: int,
                  plaintext_uids: set[int], plaintext_gids: set[int], model_name: Callable[[], str],
-                 control: dict[str, ControlHandler], sealed: SealedGateway | None = None) -> None:
+                 control: dict[str, ControlHandler], sealed: GatewayPort | None = None) -> None:
         self.path = path
         self._core = core
         self._mode = mode

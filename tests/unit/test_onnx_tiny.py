@@ -15,7 +15,7 @@ from edged.convert.gguf_source import GgufSource
 from edged.convert.onnx_export import convert_gguf
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.onnx import OnnxEngine
-from edged.engines.onnx_config import ModelConfig
+from edged.engines.onnx_config import OnnxModelFile
 from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_tokenizer import bytes_to_unicode
 from edged.errors import BadRequest, ConfigError, EngineError
@@ -167,7 +167,7 @@ def test_graph_matches_float_reference(tiny):
 def test_kv_cache_gives_the_logits_of_a_full_recompute(tiny):
     _, model_dir = tiny
     full = all_logits(model_dir, TOKENS)
-    config = ModelConfig.model_validate_json((model_dir / "edged_model.json").read_bytes())
+    config = OnnxModelFile.model_validate_json((model_dir / "edged_model.json").read_bytes())
     cached = DecoderSession(model_dir / "model.onnx", config, threads=1)
     steps = [cached.run(TOKENS[:3])] + [cached.run(TOKENS[i:i + 2]) for i in range(3, 7, 2)]
     steps += [cached.run([t]) for t in TOKENS[7:]]
