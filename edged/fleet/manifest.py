@@ -177,7 +177,7 @@ class ReleaseVerifier:
             new_state = VersionState(channels={**state.channels, manifest.channel: record})
             # Persist before any byte is downloaded, so a replay after a crash is still refused.
             atomic.write_atomic(self.versions_path, (new_state.model_dump_json(indent=2) + "\n").encode("utf-8"))
-        logger.info("release_accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
+        logger.info("release accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
         return manifest
 
     def recheck_accepted(self, envelope_bytes: bytes) -> ReleaseManifest:

@@ -86,8 +86,8 @@ class UpdateService:
         self._tasks = [asyncio.create_task(self._offers_forever(), name="update-offers"),
                        asyncio.create_task(self._updates_forever(), name="update-worker")]
         if self._pause_at:
-            logger.warning("update_test_pause_enabled", step=self._pause_at)
-        logger.info("update_service_started", offers=self.offer_topics())
+            logger.warning("update test pause enabled", step=self._pause_at)
+        logger.info("update service started", offers=self.offer_topics())
 
     async def stop(self) -> None:
         if self._clock_recheck is not None:
@@ -105,7 +105,7 @@ class UpdateService:
             try:
                 await self.handle_offer(message.payload)
             except Exception:  # the listener must survive any one offer
-                logger.exception("update_offer_failed", topic=message.topic)
+                logger.exception("update offer failed", topic=message.topic)
 
     async def handle_offer(self, envelope: bytes) -> None:
         """Verify (in the brief's order; the version is persisted before anything is downloaded) and queue."""
@@ -117,7 +117,7 @@ class UpdateService:
             self._seen_again(seen.manifest, envelope)
             return
         except UpdateError as exc:
-            logger.warning("update_rejected", reason=exc.reason, error=str(exc))
+            logger.warning("update rejected", reason=exc.reason, error=str(exc))
             self.report("rejected", None, reason=exc.reason, detail=str(exc))
             if exc.reason == "clock":  # nothing was persisted: look again once NTP may have synced
                 self._recheck_later(envelope)
@@ -138,7 +138,7 @@ class UpdateService:
             return  # accepted moments ago and not journaled yet: it is running or queued already
         if state.channels.get(manifest.channel) != digest:
             # Accepted, but the crash came before the journal knew it: start it now.
-            logger.info("update_accepted_not_journaled", channel=manifest.channel, version=manifest.version)
+            logger.info("update accepted not journaled", channel=manifest.channel, version=manifest.version)
             self._queue(manifest, envelope)
         elif (state.update is not None and state.update.payload_sha256 == digest
               and state.update.step not in TERMINAL and self._updater is None):
@@ -151,7 +151,7 @@ class UpdateService:
             return
         self._next = (manifest, envelope)
         if self._updater is not None and self._updater.step in CANCELLABLE and self._worker is not None:
-            logger.info("update_superseded", channel=manifest.channel, version=manifest.version)
+            logger.info("update superseded", channel=manifest.channel, version=manifest.version)
             self._worker.cancel()
         self._wake.set()
 
@@ -219,7 +219,7 @@ class UpdateService:
         except OSError as exc:  # a full or failing disk: the journal still says where to resume
             failure = ("disk", f"{exc.strerror or exc}")
         except Exception:
-            logger.exception("update_failed_unexpectedly")
+            logger.exception("update failed unexpectedly")
             failure = ("internal", "unexpected error; see the daemon log")
         finally:
             # Before the report: a repeated offer seen after it may resume at once.
@@ -230,7 +230,7 @@ class UpdateService:
 
     def _retry_later(self, reason: str, detail: str) -> None:
         self._retry_at = time.monotonic() + self.settings.retry_after_s
-        logger.warning("update_interrupted", reason=reason, error=detail, retry_in_s=self.settings.retry_after_s)
+        logger.warning("update interrupted", reason=reason, error=detail, retry_in_s=self.settings.retry_after_s)
         self.report("failed", self.journal.load().update, reason=reason, detail=detail)
 
     def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
@@ -246,7 +246,7 @@ class UpdateService:
 
     async def _pause(self, step: str) -> None:
         if step == self._pause_at:
-            logger.warning("update_paused_for_test", step=step)
+            logger.warning("update paused for test", step=step)
             await asyncio.Event().wait()
 
     # ---- the pull channel ---------------------------------------------------------------------

@@ -168,7 +168,7 @@ class ExpiryClock:
         if not self.synced():
             if self.policy == "require_sync":
                 raise UpdateError("clock", "the system clock is not synchronized; retry once time is synced")
-            logger.warning("expiry_checked_against_unsynced_clock")
+            logger.warning("expiry checked against unsynced clock")
         return self.now()
 
     def check_not_expired(
@@ -224,7 +224,7 @@ class TrustStore:
                     "provisioned", f"trust root v{installed.version} is installed; rotate it, or replace by hand"
                 )
             self._persist(envelope_bytes)
-        logger.info("trust_root_installed", version=root.version, replaced=replace)
+        logger.info("trust root installed", version=root.version, replaced=replace)
         return root
 
     def rotate(self, envelope_bytes: bytes) -> TrustRoot:
@@ -240,7 +240,7 @@ class TrustStore:
                 )
             self.clock.check_not_expired(new.expires, f"trust root v{new.version}")
             self._persist(envelope_bytes)
-        logger.info("trust_root_rotated", old_version=old.version, version=new.version)
+        logger.info("trust root rotated", old_version=old.version, version=new.version)
         return new
 
     def rotate_chain(self, envelopes: Iterable[bytes]) -> TrustRoot:

@@ -174,7 +174,7 @@ def test_unsynced_clock_policy_trust_local_checks_anyway_and_warns(
     store.clock = ExpiryClock(policy="trust_local", now=lambda: NOW, synced=lambda: False)
     with capture_logs() as logs:
         assert store.rotate(sign_root(_root(2, old_keys, _keys(1)), old_keys)).version == 2
-    assert any(entry["event"] == "expiry_checked_against_unsynced_clock" for entry in logs)
+    assert any(entry["event"] == "expiry checked against unsynced clock" for entry in logs)
 
 
 def test_the_timesyncd_flag_file_counts_as_a_synced_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
