@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import Field, Strict, ValidationError
+from pydantic import Field, Strict, ValidationError, field_validator
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
@@ -38,12 +38,31 @@ class SocketConfig(StrictModel):
     plaintext_uids: list[int] | None = Field(
         None, description="peer uids allowed to send plaintext (kind 0x02); default: root and the daemon's own uid"
     )
-    plaintext_gids: list[int] = Field(default_factory=list, description="peer gids allowed to send plaintext")
-    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused")
+    plaintext_gids: list[int] | None = Field(
+        None, description="peer gids (primary or supplementary) allowed to send plaintext; "
+        "default: the daemon's group unless plaintext_uids is set"
+    )
+    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused "
+                                 "(root and the daemon's user are not counted and never refused)")
+    max_connections_per_uid: int = Field(8, ge=1, le=4096,
+                                         description="concurrent connections of one uid other than root and the "
+                                         "daemon's user")
+
+    @field_validator("plaintext_uids", "plaintext_gids")
+    @classmethod
+    def _not_nobody(cls, ids: list[int] | None) -> list[int] | None:
+        if ids is not None and 65534 in ids:
+            raise ValueError("65534 is nobody/nogroup, the id every unmapped user gets: allowing it would give "
+                             "plaintext to everyone; name the real uids or gids")
+        return ids
 
 
 class ModelConfig(StrictModel):
     path: PathField | None = Field(None, description="GGUF file or ONNX directory; default: the embedded demo model")
+    prefix_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=16 * 1024**3,
+                                    description="disk for the KV state of recent system prompts in the state "
+                                                "dir's prefix-cache/ (GGUF only), so the first request after a "
+                                                "restart, profile switch or idle unload starts warm; 0 = off")
 
 
 class RequestLimits(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -23,7 +24,7 @@ from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
-from edged.errors import EnvelopeRejected, InnerParseError
+from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
 from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
@@ -94,6 +95,7 @@ class OpenedRequest:
     header: bytes
     enc: bytes
     resp_secret: bytes
+    rate_limited: bool = False  # over the client's requests per minute: answer busy; it took no replay entry
 
     def response_sealer(self, nonce: bytes | None = None) -> ResponseSealer:
         """A sealer for this request's response stream, with a fresh random nonce by default."""
@@ -130,13 +132,18 @@ def seal_request(*, client_key: Ed25519PrivateKey, prekey_pub: bytes, identity_p
 def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pub: bytes,
                  prekeys: PrekeyLookup, allow_list: ClientLookup, replay: ReplayCache, now: float,
                  window: TimestampWindow = DEFAULT_WINDOW, max_size: int = wire.DEFAULT_MAX_REQUEST_BYTES,
-                 clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject") -> OpenedRequest:
+                 clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject",
+                 within_rate: Callable[[bytes, int | None], bool] | None = None) -> OpenedRequest:
     """Run checks 1-10 of spec section 3 in order; the first failure raises EnvelopeRejected(check).
 
     ``now`` is the device's unix time in seconds. With an unsynchronised clock, a request that
     arrived over MQTT is refused (policy ``reject``) or admitted without the timestamp check, its
     replay entry then kept for the whole prekey retention (policy ``accept-unsynced``). Requests on
     the Unix socket share the device clock, so their timestamp is always checked.
+
+    ``within_rate(client_pub, requests_per_minute)`` is the device's per-client rate limit, asked
+    after check 9 and before the replay insert: a request over the client's rate is returned with
+    ``rate_limited`` set (to be answered sealed with busy) and takes no replay-cache entry.
     """
     # 1. size, before any cryptography
     if not wire.MIN_REQUEST_LEN <= len(data) <= max_size:
@@ -162,11 +169,10 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         if age_ms > window.past_s * 1000 or -age_ms > window.future_s * 1000:
             raise EnvelopeRejected("timestamp", f"request timestamp is {age_ms / 1000:.3f} s old, window is "
                                                 f"-{window.future_s:g}..{window.past_s:g} s; check the clocks")
-    elif clock_policy == "reject":
-        raise EnvelopeRejected("timestamp", "device clock not synchronised (clock_policy=reject); sync it "
-                                            "with NTP, or set e2e.clock_policy if the host keeps time")
     else:
+        # "reject" still runs checks 5-10, so an authenticated sender learns why (ClockNotSynchronised).
         replay_ttl_s = prekeys.retention_s
+    clock_refused = not (clock_synchronised or is_local) and clock_policy == "reject"
     # 5. HPKE open, with info rebuilt from our own id and the topic the message arrived on
     info = wire.request_info(device_id, request_topic, header_bytes)
     try:
@@ -192,15 +198,24 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
     reason = response_topic_allowed(inner.resp_topic, client.response_prefix, local=is_local)
     if reason is not None:
         raise EnvelopeRejected("response_topic", f"client {client.label!r}: {reason}")
+    # The client's rate before its replay entry: a client over its rate cannot fill the cache.
+    rate_limited = within_rate is not None and not within_rate(inner.client_pub, client.requests_per_minute)
     # 10. replay cache, only now that the request is authenticated
-    verdict = replay.check_and_insert(inner.client_pub, header.req_id, now=now, ttl_s=replay_ttl_s)
+    verdict = (ReplayVerdict.FRESH if rate_limited
+               else replay.check_and_insert(inner.client_pub, header.req_id, now=now, ttl_s=replay_ttl_s))
+    if verdict is ReplayVerdict.CLIENT_FULL:
+        raise EnvelopeRejected("replay", f"client {client.label!r} holds its whole share of the replay cache; "
+                                         "it is sending faster than its entries expire")
     if verdict is ReplayVerdict.REPLAY:
         raise EnvelopeRejected("replay", f"request {header.req_id.hex()} from {client.label!r} seen before")
     if verdict is ReplayVerdict.FULL:
         raise EnvelopeRejected("replay", "replay cache full; refusing new requests until entries expire")
-    return OpenedRequest(
+    opened = OpenedRequest(
         client_pub=inner.client_pub, client_label=client.label, requests_per_minute=client.requests_per_minute,
         req_id=header.req_id, ts_ms=header.ts_ms, prekey_id=header.prekey_id, resp_topic=inner.resp_topic,
         body=inner.body, header=header_bytes, enc=data[wire.HEADER_LEN:wire.HEADER_LEN + wire.ENC_LEN],
-        resp_secret=inner.resp_secret,
+        resp_secret=inner.resp_secret, rate_limited=rate_limited,
     )
+    if clock_refused:
+        raise ClockNotSynchronised(opened)
+    return opened

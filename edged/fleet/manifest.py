@@ -13,6 +13,7 @@ import structlog
 from pydantic import Field, ValidationError, model_validator
 
 from edged.errors import AlreadyAccepted, ConfigError, UpdateError
+from edged.strictmodes import unsafe_reason
 from edged import atomic
 from edged.fleet import dsse
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
@@ -223,6 +224,9 @@ class ReleaseVerifier:
         raise UpdateError("version", message)
 
     def _load_state(self) -> VersionState:
+        problem = unsafe_reason(self.versions_path)
+        if problem is not None:  # a rewritable record of versions re-opens every rollback
+            raise UpdateError("state", f"refusing {self.versions_path}: {problem}; chmod go-w it and its directories")
         try:
             data = atomic.read_bounded(self.versions_path, dsse.MAX_ENVELOPE_BYTES)
         except FileNotFoundError:

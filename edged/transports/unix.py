@@ -6,42 +6,39 @@ import asyncio
 import os
 import socket
 import stat
-import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, Busy, RequestError, TransportError, Unauthorized
+from edged.errors import BadRequest, Busy, IdleConnection, RequestError, TransportError, Unauthorized
 from edged.messages import parse_request
+from edged.paths import check_socket_dir
+from edged.transports import framing
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
-from edged.transports.ports import CorePort, GatewayPort
-from edged.transports.relay import relay_events
+from edged.transports.peer import NOBODY, Peer, peer_of_socket
+from edged.job import Job
+from edged.ports import CorePort, GatewayPort
+from edged.transports.relay import Send, relay_events
 
 logger = structlog.get_logger(__name__)
 
 LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
+DEFAULT_MAX_CONNECTIONS_PER_UID = 8  # one local user cannot take every slot
 
 
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
+class LocalControl(Protocol):
+    """What the socket's control ops ask of the device (``control.DeviceControl``)."""
 
-    def __str__(self) -> str:
-        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
-
-
-ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+    def status(self) -> dict[str, Any]: ...
+    def override_profile(self, name: str, source: str) -> dict[str, Any]: ...
+    def prekey_reply(self) -> dict[str, str]: ...
+    def model_name(self) -> str: ...
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
-    sock: socket.socket = writer.get_extra_info("socket")
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
+    return peer_of_socket(writer.get_extra_info("socket"))
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -66,8 +63,9 @@ def remove_stale_socket(path: Path) -> None:
 
 class UnixSocketTransport:
     def __init__(self, path: Path, core: CorePort, *, mode: int, max_frame: int, max_connections: int,
-                 plaintext_uids: set[int], plaintext_gids: set[int], model_name: Callable[[], str],
-                 control: dict[str, ControlHandler], sealed: GatewayPort | None = None) -> None:
+                 plaintext_uids: set[int], plaintext_gids: set[int], control: LocalControl,
+                 sealed: GatewayPort | None = None,
+                 max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID) -> None:
         self.path = path
         self._core = core
         self._mode = mode
@@ -75,13 +73,18 @@ class UnixSocketTransport:
         self._max_connections = max_connections
         self._plaintext_uids = plaintext_uids
         self._plaintext_gids = plaintext_gids
-        self._model_name = model_name
         self.control = control
+        self._ops: dict[str, Callable[[dict[str, Any], Peer], dict[str, Any]]] = {
+            "status": self._op_status, "profile": self._op_profile, "prekey": self._op_prekey}
         self.sealed = sealed
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._max_per_uid = max_connections_per_uid
+        self._per_uid: dict[int, int] = {}
+        self._exempt_uids = {0, os.geteuid()}  # root and the daemon's user always get a connection
 
     async def start(self) -> None:
+        check_socket_dir(self.path, create=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_socket(self.path)
         old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
@@ -104,15 +107,32 @@ class UnixSocketTransport:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer gets no connection now: the caps bind everyone but root and the daemon's user."""
+        if peer.uid in self._exempt_uids:
+            return None
+        counted = sum(count for uid, count in self._per_uid.items() if uid not in self._exempt_uids)
+        if counted >= self._max_connections:
+            return "too many connections; retry later"
+        if self._per_uid.get(peer.uid, 0) >= self._max_per_uid:
+            return f"uid {peer.uid} already has {self._max_per_uid} connections open; close one and retry"
+        return None
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._max_connections:
-            writer.write(encode_json(KIND_JSON, Busy("too many connections; retry later").to_wire()))
+        try:
+            peer = _peer_of(writer)
+        except OSError:
+            writer.close()
+            return
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            writer.write(encode_json(KIND_JSON, Busy(refusal).to_wire()))
             writer.close()
             return
         self._connections.add(task)
-        peer = _peer_of(writer)
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         log = logger.bind(peer=str(peer))
         log.debug("connection opened")
         try:
@@ -125,6 +145,9 @@ class UnixSocketTransport:
             log.exception("connection failed")
         finally:
             self._connections.discard(task)
+            self._per_uid[peer.uid] -= 1
+            if not self._per_uid[peer.uid]:
+                del self._per_uid[peer.uid]
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
@@ -132,10 +155,13 @@ class UnixSocketTransport:
         # a request streams is never half-consumed: EOF cancels the request, a next frame waits its turn.
         frames: asyncio.Queue[tuple[int, bytes] | BadRequest | None] = asyncio.Queue(maxsize=2)
         closed = asyncio.Event()
-        reading = asyncio.create_task(self._read_frames(reader, frames, closed), name="unix-read")
+        busy = [False]  # a request is being answered: not idle, however long it takes
+        reading = asyncio.create_task(self._read_frames(reader, frames, closed, lambda: busy[0]), name="unix-read")
         try:
             while True:
+                busy[0] = False
                 frame = await frames.get()
+                busy[0] = True
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
@@ -158,11 +184,15 @@ class UnixSocketTransport:
             await asyncio.gather(reading, return_exceptions=True)
 
     async def _read_frames(self, reader: asyncio.StreamReader, frames: asyncio.Queue[Any],
-                           closed: asyncio.Event) -> None:
+                           closed: asyncio.Event, busy: Callable[[], bool]) -> None:
         try:
             while True:
                 try:
-                    frame = await read_frame(reader, self._max_frame)
+                    frame = await read_frame(reader, self._max_frame, framing.FRAME_IDLE_TIMEOUT_S)
+                except IdleConnection:
+                    if busy() or not frames.empty():
+                        continue  # a request is still running (or waiting): the client may speak later
+                    return
                 except BadRequest as exc:
                     await frames.put(exc)
                     return
@@ -185,13 +215,30 @@ class UnixSocketTransport:
     async def _control(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer) -> None:
         message = parse_json_object(payload, "control message")
         op = message.get("op")
-        handler = self.control.get(op) if isinstance(op, str) else None
+        handler = self._ops.get(op) if isinstance(op, str) else None
         if handler is None:
-            raise BadRequest(f"unknown control op {op!r}; known: {', '.join(sorted(self.control))}")
-        await self._send(writer, KIND_CONTROL, await handler(message, peer))
+            raise BadRequest(f"unknown control op {op!r}; known: {', '.join(sorted(self._ops))}")
+        await self._send(writer, KIND_CONTROL, handler(message, peer))
+
+    def _op_status(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self.control.status()
+
+    def _op_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return dict(self.control.prekey_reply())
+
+    def _op_profile(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        name = message.get("set")
+        if set(message) - {"op", "set"} or not isinstance(name, str):
+            raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
+        if peer.uid not in (0, os.getuid()):
+            raise Unauthorized("only root or the daemon's user may change the profile")
+        return self.control.override_profile(name, "local")
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+        if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
+            return False
+        return (peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+                or not peer.groups.isdisjoint(self._plaintext_gids))
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:
@@ -225,10 +272,10 @@ class UnixSocketTransport:
             return
         await self._stream(closed, job, send)
 
-    async def _stream(self, closed: asyncio.Event, job: Any, send: Any) -> None:
+    async def _stream(self, closed: asyncio.Event, job: Job, send: Send) -> None:
         """Relay the job's events; if the client hangs up first, cancel the request at the next token."""
         hangup = asyncio.create_task(closed.wait(), name=f"hangup-{job.request_id}")
-        relay = asyncio.create_task(relay_events(job, self._model_name(), send), name=f"relay-{job.request_id}")
+        relay = asyncio.create_task(relay_events(job, self.control.model_name(), send), name=f"relay-{job.request_id}")
         try:
             done, _ = await asyncio.wait({hangup, relay}, return_when=asyncio.FIRST_COMPLETED)
             if relay not in done:
