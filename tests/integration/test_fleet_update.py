@@ -103,13 +103,13 @@ def depot(broker: Mosquitto, operator: Operator) -> Iterator[Path]:
 def device_env(broker: Mosquitto, prefix: str = "edged", **updates: str) -> dict[str, str]:
     env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__TOPIC_PREFIX": prefix, "EDGED_MQTT__BACKOFF_MIN_S": "0.1",
            "EDGED_MQTT__BACKOFF_MAX_S": "0.5", "EDGED_E2E__CLOCK_POLICY": "trust-system-clock",
-           "EDGED_UPDATES__CLOCK_POLICY": "trust_local", "EDGED_UPDATES__IDLE_TIMEOUT_S": "1"}
+           "EDGED_UPDATES__CLOCK_POLICY": "trust-system-clock", "EDGED_UPDATES__IDLE_TIMEOUT_S": "1"}
     return env | {f"EDGED_UPDATES__{key.upper()}": value for key, value in updates.items()}
 
 
 def provisioned(make_daemon: Any, operator: Operator, device: str, env: dict[str, str]) -> DaemonProcess:
     daemon = make_daemon("--device-id", device, env=env)
-    TrustStore(daemon.state_dir, ExpiryClock(policy="trust_local")).provision(operator.keys.root_path.read_bytes())
+    TrustStore(daemon.state_dir, ExpiryClock(policy="trust-system-clock")).provision(operator.keys.root_path.read_bytes())
     return daemon
 
 

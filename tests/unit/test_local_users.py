@@ -126,7 +126,7 @@ def test_a_rewritable_trust_root_and_versions_file_are_refused(tmp_path: Path) -
     from edged.fleet.manifest import ReleaseVerifier
     from edged.fleet.trust import ExpiryClock, TrustStore
 
-    store = TrustStore(tmp_path, ExpiryClock(policy="trust_local"))
+    store = TrustStore(tmp_path, ExpiryClock(policy="trust-system-clock"))
     store.path.parent.mkdir(parents=True)
     store.path.write_bytes(b"{}")
     store.path.chmod(0o666)
