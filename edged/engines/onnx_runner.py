@@ -41,6 +41,10 @@ class DecoderSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # The intra-op workers spin between the operators of one step (parking them costs per token),
+        # but stop the moment a Run returns: an idle daemon must not burn a core's worth of spin tail.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")  # one inter-op thread: never used
         options.log_severity_level = 4  # failures are raised (and logged by edged) with their message
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
