@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import Field, Strict, ValidationError, field_validator
+from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
@@ -107,6 +107,27 @@ class PrivacyConfig(StrictModel):
                                                                 "batching tokens (hides token timing; adds latency)")
 
 
+class HttpConfig(StrictModel):
+    """The OpenAI-compatible HTTP API (edged/transports/http); aiohttp is imported only when enabled."""
+
+    enabled: bool = Field(True, description="serve the OpenAI-compatible HTTP API and /metrics")
+    socket: PathField | None = Field(None, description="HTTP Unix socket; default http.sock beside the frame socket "
+                                                       "(same file mode and plaintext peer rule as [socket])")
+    listen: str | None = Field(None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+                               description="also listen on TCP HOST:PORT (every request needs an API key); "
+                                           "a non-loopback host needs tls_cert and tls_key")
+    tls_cert: PathField | None = Field(None, description="PEM certificate chain for the TCP listener")
+    tls_key: PathField | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.listen is not None and not 0 < int(self.listen.rsplit(":", 1)[1]) < 65536:
+            raise ValueError("listen: the port must be 1..65535")
+        return self
+
+
 class Config(StrictModel):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname() or "edged",
@@ -127,6 +148,7 @@ class Config(StrictModel):
     telemetry: TelemetryConfig = TelemetryConfig()
     updates: UpdateSettings | None = Field(None, description="signed model updates over MQTT (needs [mqtt]); "
                                                              "absent = off")
+    http: HttpConfig = HttpConfig()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

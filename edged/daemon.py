@@ -25,6 +25,7 @@ from edged.systemd import Notifier
 from edged.transports.unix import UnixSocketTransport
 
 if TYPE_CHECKING:
+    from edged.http_service import HttpService
     from edged.mqtt_session import MqttSession
     from edged.power.energy import EnergyMeter
 
@@ -52,6 +53,7 @@ class Daemon:
         self.transport: UnixSocketTransport | None = None
         self.mqtt: MqttSession | None = None  # when [mqtt] is configured
         self.energy: EnergyMeter | None = None
+        self.http: HttpService | None = None  # when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
         self._model_loading: asyncio.Task[None] | None = None
         self.exit_code = 0
@@ -158,6 +160,13 @@ class Daemon:
             plaintext_uids=uids, plaintext_gids=gids,
             control=self.control, sealed=self.gateway)
         await self.transport.start()
+        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the model has loaded
+            from edged.http_service import HttpService
+
+            self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
+                                    energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
+                                    plaintext=(uids, gids), mqtt=lambda: self.mqtt)
+            await self.http.start(after=model_loading)
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
@@ -179,6 +188,8 @@ class Daemon:
         if self.transport is not None:
             try:
                 await self.transport.stop_listening()
+                if self.http is not None:
+                    await self.http.stop_listening()
             except Exception:
                 logger.exception("stopping the socket failed")
                 self.exit_code = 1
@@ -190,6 +201,8 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
+        if self.http is not None:
+            await self.http.close()
         if self.mqtt is not None:
             try:
                 await self.mqtt.close()

@@ -26,7 +26,8 @@
     │   ├── RecordTooLarge       one record is over the per-record limit (refused, never truncated)
     │   └── SpoolCorrupt         the spool file is not a healthy spool (it is moved aside)
     └── UpdateError              a model update was rejected or failed; ``reason`` says why
-        └── AlreadyAccepted      the very manifest accepted before, seen again: ignored quietly
+        ├── AlreadyAccepted      the very manifest accepted before, seen again: ignored quietly
+        └── UnverifiedOffer      refused before any signature was verified (anyone can send junk)
 """
 
 from __future__ import annotations
@@ -197,3 +198,7 @@ class RecordTooLarge(SpoolError):
 
 class SpoolCorrupt(SpoolError):
     """The file is not a healthy spool; the spool moves it aside and starts a new one."""
+
+
+class UnverifiedOffer(UpdateError):
+    """Refused before any signature was verified (junk, a wrong key, no trust root): anyone can send this."""

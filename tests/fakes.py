@@ -87,19 +87,3 @@ def summary(outcome: str = "ok", *, transport: str = "unix", priority: str = "no
     """A RequestSummary as the core would build it, with the figures a test cares about."""
     return RequestSummary(request_id="0123456789abcdef", transport=transport, peer="test", client=None,
                           priority=priority, profile=profile, outcome=outcome, **values)
-
-
-class StubControl:
-    """The socket transport's control port (LocalControl) for tests about who may connect and send."""
-
-    def status(self) -> dict[str, object]:
-        return {"ok": True}
-
-    def override_profile(self, name: str, source: str) -> dict[str, object]:
-        return {"profile": name}
-
-    def prekey_reply(self) -> dict[str, str]:
-        return {}
-
-    def model_name(self) -> str:
-        return "m"

@@ -21,6 +21,7 @@ from edged.fleet.messages import (
     encode_error,
     parse_pull,
 )
+from edged.fleet.pull_budget import DeviceBudget
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.publishing import PublishHandle
@@ -54,12 +55,14 @@ class Depot:
         workers: int = DEFAULT_WORKERS,
         client_id: str | None = None,
         faults: FaultInjector | None = None,
+        budget: DeviceBudget | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.prefix = settings.topic_prefix
         self.share_group = share_group
         self.faults = faults
+        self.budget = budget or DeviceBudget()
         self.link = MqttLink(settings, client_id=client_id or f"edged-depot-{os.urandom(4).hex()}")
         self._requests: queue.Queue[tuple[str, PullRequest]] = queue.Queue(REQUEST_QUEUE)
         self._workers = [
@@ -67,7 +70,8 @@ class Depot:
         ]
         self._stopping = threading.Event()
         self._stats_lock = threading.Lock()
-        self.stats: dict[str, int] = {"requests": 0, "chunks": 0, "bytes": 0, "refused": 0, "dropped": 0, "bad": 0}
+        self.stats: dict[str, int] = {"requests": 0, "chunks": 0, "bytes": 0, "refused": 0, "dropped": 0, "bad": 0,
+                                      "throttled": 0}
 
     def start(self) -> None:
         self.link.subscribe(depot_pull_filter(self.prefix, self.share_group), 1, self._on_pull)
@@ -132,7 +136,11 @@ class Depot:
             frame = encode_error(pull.channel, pull.version, pull.artifact, pull.first, str(exc))
             self._publish(topic, frame, unacked)
             return
-        for index in range(pull.first, min(pull.first + pull.count, served.chunk_count)):
+        wanted = min(pull.first + pull.count, served.chunk_count) - pull.first
+        allowed = self.budget.take(device_id, served.chunk_size, wanted)
+        if allowed < wanted:
+            self._count("throttled", wanted - allowed)  # not sent: the device asks again after its idle timeout
+        for index in range(pull.first, pull.first + allowed):
             data = served.read(index)
             if self.faults is None:
                 frames = [encode_chunk(pull.channel, pull.version, pull.artifact, index, data)]

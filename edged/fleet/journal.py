@@ -52,6 +52,8 @@ class UpdateRecord(StrictModel):
     step: Step = Field(description="last step done")
     reason: str | None = Field(default=None, max_length=64, description="why it failed or was rolled back")
     detail: str | None = Field(default=None, max_length=300, description="one line for people")
+    hash_failures: int = Field(default=0, ge=0, le=100,
+                               description="downloads of this release discarded for a wrong SHA-256 so far")
 
     def at(self, step: Step, reason: str | None = None, detail: str | None = None) -> UpdateRecord:
         return self.model_copy(update={"step": step, "reason": reason, "detail": detail})

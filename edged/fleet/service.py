@@ -12,7 +12,7 @@ from typing import Final
 import structlog
 
 from edged.engines import create_engine
-from edged.errors import AlreadyAccepted, UpdateError
+from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
 from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
@@ -25,6 +25,7 @@ from edged.fleet.updater import Updater
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ModelCorePort, UpdateControlPort
+from edged.ratelog import RejectSummary
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -70,6 +71,9 @@ class UpdateService(MqttFeature):
         self._worker: asyncio.Task[None] | None = None
         self._retry_at: float | None = None
         self._clock_recheck: asyncio.TimerHandle | None = None
+        self.unverified_offers = 0  # refused before a signature verified: counted, never reported
+        self._junk_log = RejectSummary("update_offer_unverified", logger)
+        self._rejected_log = RejectSummary("update_rejected", logger, level="warning")
         self._chunks: ChunkInbox | None = None
 
     @property
@@ -115,8 +119,12 @@ class UpdateService(MqttFeature):
         except AlreadyAccepted as seen:
             self._seen_again(seen.manifest, envelope)
             return
+        except UnverifiedOffer as exc:  # anyone can publish junk: it must not replace the retained state
+            self.unverified_offers += 1
+            self._junk_log.note(exc.reason, error=str(exc)[:200], total=self.unverified_offers)
+            return
         except UpdateError as exc:
-            logger.warning("update rejected", reason=exc.reason, error=str(exc))
+            self._rejected_log.note(exc.reason, error=str(exc))  # old signed offers can be replayed at will
             self.report("rejected", None, reason=exc.reason, detail=str(exc))
             if exc.reason == "clock":  # nothing was persisted: look again once NTP may have synced
                 self._recheck_later(envelope)

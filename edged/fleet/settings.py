@@ -98,7 +98,8 @@ class UpdateSettings(StrictModel):
 
     def limits(self) -> ArtifactLimits:
         # One GGUF file per release for now, so the total cap is the per-file cap.
-        return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes)
+        return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes,
+                              max_artifacts=1)
 
     def expiry_clock(self) -> ExpiryClock:
         return ExpiryClock(policy=self.clock_policy)

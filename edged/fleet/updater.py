@@ -25,6 +25,7 @@ from edged.ports import ModelCorePort
 logger = structlog.get_logger(__name__)
 
 BUSY_RETRY_S = 0.5  # the health check waits politely when the queue is full
+MAX_HASH_ATTEMPTS = 3  # whole downloads of one release before a wrong SHA-256 fails it for good
 
 
 class Reporter(Protocol):
@@ -73,6 +74,13 @@ class Updater:
                 await asyncio.to_thread(partial.verify)
             except UpdateError as exc:
                 partial.discard()
+                if exc.reason == "hash" and record.hash_failures + 1 < MAX_HASH_ATTEMPTS:
+                    # One forged but self-consistent chunk must not end the release for good: start
+                    # this download again from nothing after the retry delay.
+                    record = record.model_copy(update={"hash_failures": record.hash_failures + 1})
+                    self._advance(record, "downloading", "hash", f"{exc}"[:300])
+                    raise UpdateError("hash", f"download {record.hash_failures} of {MAX_HASH_ATTEMPTS} did not "
+                                              "match the signed SHA-256; discarded, downloading again") from None
                 return self._fail(record, exc)
             await self._pause("downloaded")
             record = self._advance(record, "downloaded")

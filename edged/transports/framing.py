@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 from edged.errors import BadRequest, IdleConnection
+from edged.jsonbody import load_json
 
 KIND_SEALED = 0x01
 KIND_JSON = 0x02
@@ -68,10 +69,7 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_
 
 
 def parse_json_object(payload: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    data = load_json(payload, what)
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return data

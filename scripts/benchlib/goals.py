@@ -69,6 +69,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("prefix cache: fresh / reused TTFT (socket)", row(EDGED, "prefix_ratio"), 3.0, True, times, "≥ 3x"),
         _goal("sealing per request (seal, open, stream set-up)", sealing, SEALING_LIMIT_US, False,
               lambda v: f"{v / 1000:.3f} ms ({v:.0f} µs)", "< 1 ms"),
+        *http_goals(targets),
     ]
     structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
     median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731
@@ -79,6 +80,20 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("TTFT added by a cached grammar", median("added_ttft_ms"), 5.0, False, ms, "≤ 5 ms"),
     ]
     return goals + extension_rows(results)
+
+
+def http_goals(targets: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13: what the HTTP API may cost over the frame socket, on the same daemon."""
+    http = _get(targets.get("edged-http"), "scenarios", "http-vs-socket") or {}
+    startup = _get(targets.get("edged-http"), "scenarios", "http-startup") or {}
+    return [
+        _goal("TTFT added by HTTP over the frame socket (median)", _get(http, "added_ms", "median"), 2.0, False,
+              lambda v: f"{v:.2f} ms", "≤ 2 ms"),
+        _goal("streamed decode via HTTP / frame socket", http.get("decode_ratio_http_over_socket"), 0.98, True,
+              lambda v: f"{v:.3f}x", "≥ 0.98x"),
+        _goal("start → ready added by [http] enabled (median)", _get(startup, "added_ms", "startup_s"), 30.0, False,
+              lambda v: f"{v:.1f} ms", "≤ 30 ms"),
+    ]
 
 
 def extension_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

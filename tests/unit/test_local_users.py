@@ -15,7 +15,6 @@ from edged.strictmodes import ensure_private_dir, unsafe_reason
 from edged.transports import framing
 from edged.transports.framing import IdleConnection, encode_json, read_frame
 from edged.transports.unix import UnixSocketTransport
-from tests.fakes import StubControl
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make files owned by another uid")
 
@@ -126,7 +125,7 @@ def test_a_rewritable_trust_root_and_versions_file_are_refused(tmp_path: Path) -
     from edged.fleet.manifest import ReleaseVerifier
     from edged.fleet.trust import ExpiryClock, TrustStore
 
-    store = TrustStore(tmp_path, ExpiryClock(policy="trust-system-clock"))
+    store = TrustStore(tmp_path, ExpiryClock(policy="trust_local"))
     store.path.parent.mkdir(parents=True)
     store.path.write_bytes(b"{}")
     store.path.chmod(0o666)
@@ -163,10 +162,26 @@ def test_three_bytes_of_the_length_then_nothing_times_out(monkeypatch: pytest.Mo
         asyncio.run(run())
 
 
+class _Control:
+    """Just enough of DeviceControl for the socket's `status` op."""
+
+    def status(self) -> dict[str, object]:
+        return {"ok": True}
+
+    def override_profile(self, name: str, source: str) -> dict[str, object]:
+        return {}
+
+    def prekey_reply(self) -> dict[str, str]:
+        return {}
+
+    def model_name(self) -> str:
+        return "m"
+
+
 async def _transport(tmp_path: Path, exempt: set[int]) -> UnixSocketTransport:
     unix = UnixSocketTransport(tmp_path / "s.sock", core=None, mode=0o600, max_frame=4096,  # type: ignore[arg-type]
                                max_connections=64, max_connections_per_uid=3, plaintext_uids=set(),
-                               plaintext_gids=set(), control=StubControl())
+                               plaintext_gids=set(), control=_Control())
     unix._exempt_uids = exempt
     await unix.start()
     return unix

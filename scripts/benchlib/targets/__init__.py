@@ -10,6 +10,7 @@ tree or machine says why in `unavailable()` and is skipped with that note instea
 from __future__ import annotations
 
 from benchlib.targets.base import Target, TargetContext
+from benchlib.targets.edged_http import EdgedHttpTarget
 from benchlib.targets.edged_mqtt import EdgedMqttTarget
 from benchlib.targets.edged_onnx import EdgedOnnxTarget
 from benchlib.targets.edged_profiles import EdgedProfilesTarget
@@ -22,7 +23,7 @@ from benchlib.targets.seal_micro import SealMicroTarget
 TARGETS: dict[str, type[Target]] = {
     target.name: target
     for target in (LlamaServerTarget, RawLlamaCppTarget, EdgedSocketTarget, InProcessEngineTarget,
-                   EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget)
+                   EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget, EdgedHttpTarget)
 }
 
 __all__ = ["TARGETS", "Target", "TargetContext"]
