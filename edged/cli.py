@@ -82,7 +82,8 @@ def _structured_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from edged.client import Answer, SocketClient
+    from edged.client import SocketClient
+    from edged.structured.answers import Answer
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]

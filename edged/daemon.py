@@ -57,6 +57,7 @@ class Daemon:
         self.energy: EnergyMeter | None = None
         self.http: HttpService | None = None  # when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
+        self._model_loading: asyncio.Task[None] | None = None
         self.exit_code = 0
 
     # ---- signals --------------------------------------------------------------------------
@@ -90,6 +91,9 @@ class Daemon:
             await self._start()
         except EdgedError as exc:
             logger.error("cannot start", error=str(exc))
+            if self._model_loading is not None:  # a load still running would fail into the shutdown, unread
+                self._model_loading.cancel()
+                await asyncio.gather(self._model_loading, return_exceptions=True)
             await self._stop_parts()
             return 1
         await self._stop.wait()
@@ -124,6 +128,9 @@ class Daemon:
         governor = Governor(profiles, rules)
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
+        # A missing file is a typo, not a bad model: serving model_unavailable would hide it.
+        if not Path(self.model_path).exists():  # noqa: ASYNC240 (start-up, before anything is served)
+            raise ConfigError(f"model {self.model_path}: no such file or directory; set [model] path or --model")
         engine = create_engine(Path(self.model_path))
         prefix_bytes = self.config.model.prefix_cache_bytes
         prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None
@@ -135,7 +142,7 @@ class Daemon:
         logger.info("power profile", profile=first.profile_name, reason=first.reason)
         self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
-        model_loading = asyncio.create_task(self.core.start(), name="model-load")
+        model_loading = self._model_loading = asyncio.create_task(self.core.start(), name="model-load")
         from edged.crypto.gateway import SealedGateway
 
         self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,

@@ -172,5 +172,3 @@ class Completion:
         return out
 
 
-def error_object(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}

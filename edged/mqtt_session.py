@@ -49,7 +49,7 @@ class MqttSession:
         self._events = events
         self._state_dir = state_dir
         self.topics = DeviceTopics(settings.topic_prefix, config.device_id)
-        self.presence = Presence(self.topics, state_dir, control)
+        self.presence = Presence(self.topics, state_dir, control, updates=self.update_readiness)
         self.requests = MqttRequestTransport(self.topics, core, gateway, control,
                                              flush_interval_s=config.privacy.chunk_interval_ms / 1000)
         self.commands = MqttCommands(self.topics, gateway, control, on_status=self.presence.birth)
@@ -99,6 +99,17 @@ class MqttSession:
         self._events.request_finished.connect(self.telemetry.on_request)
         self._events.request_rejected.connect(self.telemetry.metrics.record_reject)
         return self.telemetry
+
+    def update_readiness(self) -> dict[str, Any]:
+        """Can an update offer be taken now? Part of the retained birth, read by `edged fleet push`."""
+        from edged.crypto.clock import clock_synchronised
+
+        updates = self._config.updates
+        if updates is None:
+            return {"enabled": False}
+        synchronised = clock_synchronised()
+        return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
+                "blocked_by_clock": not synchronised and updates.clock_policy == "reject"}
 
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()

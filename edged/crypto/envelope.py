@@ -24,7 +24,7 @@ from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
-from edged.errors import ClockNotSynchronised, EnvelopeRejected
+from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
 from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
@@ -182,7 +182,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
     # 6. strict parse
     try:
         inner = wire.parse_inner(inner_bytes)
-    except wire.InnerParseError as exc:
+    except InnerParseError as exc:
         raise EnvelopeRejected("parse", str(exc)) from exc
     # 7. allow-list
     client = allow_list.lookup(inner.client_pub, now)

@@ -82,7 +82,7 @@ class Depot:
         for worker in self._workers:
             worker.start()
         self.link.start()
-        logger.info("depot_started", topic_filter=depot_pull_filter(self.prefix, self.share_group),
+        logger.info("depot started", topic_filter=depot_pull_filter(self.prefix, self.share_group),
                     workers=len(self._workers), faults=self.faults.plan.model_dump() if self.faults else None)
 
     def stop(self) -> None:
@@ -92,7 +92,7 @@ class Depot:
                 worker.join(ACK_WAIT_S)
         self.link.stop()
         self.catalog.close()
-        logger.info("depot_stopped", **self.snapshot())
+        logger.info("depot stopped", **self.snapshot())
 
     def snapshot(self) -> dict[str, int]:
         with self._stats_lock:
@@ -126,7 +126,7 @@ class Depot:
             try:
                 self._serve(device_id, pull, unacked)
             except Exception:  # one bad request must not end the worker
-                logger.exception("depot_request_failed", device_id=device_id)
+                logger.exception("depot request failed", device_id=device_id)
 
     def _serve(self, device_id: str, pull: PullRequest, unacked: deque[PublishHandle]) -> None:
         self._count("requests")
@@ -163,4 +163,4 @@ class Depot:
         while unacked and (unacked[0].done or len(unacked) > MAX_UNACKED):
             oldest = unacked.popleft()
             if not oldest.done and not oldest.wait(ACK_WAIT_S):
-                logger.warning("depot_chunk_not_acknowledged", topic=oldest.topic, failure=oldest.failure)
+                logger.warning("depot chunk not acknowledged", topic=oldest.topic, failure=oldest.failure)

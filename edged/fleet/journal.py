@@ -95,7 +95,7 @@ class Journal:
         except (UpdateError, ValidationError):
             # Atomic writes never leave half a file, so this is disk damage or tampering: keep the evidence,
             # start clean. The slot pointer alone still names a model that was fully verified before the switch.
-            logger.error("update_journal_damaged", path=str(self.path))
+            logger.error("update journal damaged", path=str(self.path))
             os.replace(self.path, self.path.with_name("journal.json.damaged"))
             return JournalState()
 
@@ -108,7 +108,7 @@ class Journal:
         channels = {**state.channels, update.channel: update.payload_sha256}
         new_state = JournalState(update=update, channels=channels)
         self.save(new_state)
-        logger.info("update_step", channel=update.channel, version=update.version, step=update.step,
+        logger.info("update step", channel=update.channel, version=update.version, step=update.step,
                     reason=update.reason)
         return new_state
 

@@ -12,7 +12,7 @@ from typing import Annotated, Final
 import structlog
 from pydantic import Field, ValidationError, model_validator
 
-from edged.errors import ConfigError, UpdateError
+from edged.errors import AlreadyAccepted, ConfigError, UnverifiedOffer, UpdateError
 from edged.strictmodes import unsafe_reason
 from edged import atomic
 from edged.fleet import dsse
@@ -87,7 +87,7 @@ def parse_manifest(payload: bytes) -> ReleaseManifest:
 
 
 @dataclass(frozen=True)
-class DeviceIdentity:
+class FleetMembership:
     """What a release's target selector is matched against."""
 
     fleet: str
@@ -157,25 +157,13 @@ class VersionState(StrictModel):
     )
 
 
-class AlreadyAccepted(UpdateError):
-    """The very manifest this device accepted before (e.g. a retained message seen again): ignore it quietly."""
-
-    def __init__(self, manifest: ReleaseManifest, message: str) -> None:
-        super().__init__("version", message)
-        self.manifest = manifest
-
-
-class UnverifiedOffer(UpdateError):
-    """Refused before any signature was verified (junk, wrong keys, too few signatures): anyone can send this."""
-
-
 class ReleaseVerifier:
     """Runs the device checks on a signed release manifest and persists its version before returning it."""
 
     def __init__(
         self,
         trust: TrustStore,
-        device: DeviceIdentity,
+        device: FleetMembership,
         limits: ArtifactLimits | None = None,
         clock: ExpiryClock | None = None,
     ) -> None:
@@ -194,7 +182,7 @@ class ReleaseVerifier:
             new_state = VersionState(channels={**state.channels, manifest.channel: record})
             # Persist before any byte is downloaded, so a replay after a crash is still refused.
             atomic.write_atomic(self.versions_path, (new_state.model_dump_json(indent=2) + "\n").encode("utf-8"))
-        logger.info("release_accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
+        logger.info("release accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
         return manifest
 
     def recheck_accepted(self, envelope_bytes: bytes) -> ReleaseManifest:
@@ -204,8 +192,9 @@ class ReleaseVerifier:
                 manifest, _, _ = self._check(envelope_bytes)
             except AlreadyAccepted as exc:
                 # _check stops at the version before the clocks: a resume must still honour expiry.
-                self._check_expiry(exc.manifest)
-                return exc.manifest
+                accepted: ReleaseManifest = exc.manifest
+                self._check_expiry(accepted)
+                return accepted
         raise UpdateError("version", f"v{manifest.version} is newer than the one accepted; verify it instead")
 
     def _check_expiry(self, manifest: ReleaseManifest) -> None:

@@ -79,7 +79,7 @@ class PartialDownload:
             self._fd = fd
             self._write_bitmap()
             atomic.fsync_directory(self.partial_path.parent)
-        logger.info("download_opened", artifact=self.artifact.name, chunks=self.chunk_count, on_disk=self.received)
+        logger.info("download opened", artifact=self.artifact.name, chunks=self.chunk_count, on_disk=self.received)
         return self.received
 
     def _reserve(self, fd: int) -> None:
@@ -99,7 +99,7 @@ class PartialDownload:
         except FileNotFoundError:
             return False
         except (UpdateError, ValidationError):
-            logger.warning("download_bitmap_damaged", path=str(self.bitmap_path))
+            logger.warning("download bitmap damaged", path=str(self.bitmap_path))
             return False
         expected = (self.manifest_sha256, self.artifact.sha256, self.artifact.size, self.chunk_size)
         if (saved.manifest, saved.sha256, saved.size, saved.chunk_size) != expected or len(bits) != len(self._bits):

@@ -142,7 +142,7 @@ class Updater:
         try:
             failure = await self._health_check(manifest, record, self.slots.model_path(pointer))
         except Exception as exc:  # whatever broke, the new model is not proven: go back
-            logger.exception("health_check_raised")
+            logger.exception("health check raised")
             failure = ("error", f"{type(exc).__name__}: {exc}"[:300])
         if failure is not None:
             return await self._roll_back(record, *failure)
@@ -185,20 +185,20 @@ class Updater:
             if isinstance(event, FinalEvent):
                 if (check is None or check.expect_nonempty) and not event.text.strip():
                     return "empty", "the model gave an empty answer"
-                logger.info("health_check_passed", seconds=round(time.monotonic() - started, 2),
+                logger.info("health check passed", seconds=round(time.monotonic() - started, 2),
                             tokens=event.usage.completion_tokens)
                 return None
         return "error", "the answer ended without a final event"
 
     async def _roll_back(self, record: UpdateRecord, reason: str, detail: str) -> UpdateRecord:
-        logger.warning("health_check_failed", channel=record.channel, version=record.version, reason=reason,
+        logger.warning("health check failed", channel=record.channel, version=record.version, reason=reason,
                        detail=detail)
         self.slots.write_pointer(record.previous)
         record = self._advance(record, "rolled_back", reason, detail)
         try:
             await self.core.swap_engine(self._engine_factory(Path(record.previous_model)))
         except EngineError as exc:
-            logger.error("previous_model_failed_to_load", model=record.previous_model, error=str(exc))
+            logger.error("previous model failed to load", model=record.previous_model, error=str(exc))
         self._report("rolled_back", record, reason=reason, detail=detail)
         return record
 
