@@ -9,12 +9,12 @@ from typing import Any, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, RequestError, Unauthorized
-from edged.messages import error_object, parse_request
+from edged.errors import BadRequest, Busy, IdleConnection, RequestError, Unauthorized
+from edged.messages import parse_request
 from edged.paths import check_socket_dir
 from edged.transports import framing
-from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
-                                      encode_json, parse_json_object, read_frame)
+from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
+                                      parse_json_object, read_frame)
 from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
@@ -107,7 +107,7 @@ class UnixSocketTransport:
             return
         refusal = self._refusal(peer)
         if refusal is not None:
-            writer.write(encode_json(KIND_JSON, error_object("busy", refusal)))
+            writer.write(encode_json(KIND_JSON, Busy(refusal).to_wire()))
             writer.close()
             return
         self._connections.add(task)
@@ -144,7 +144,7 @@ class UnixSocketTransport:
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
-                    await self._send(writer, KIND_JSON, error_object("bad_request", frame.message))
+                    await self._send(writer, KIND_JSON, BadRequest(frame.message).to_wire())
                     return
                 kind, payload = frame
                 try:

@@ -16,6 +16,7 @@ MET, NOT_MET, NOT_MEASURED, NO_TARGET = "met", "NOT met", "not measured", "measu
 TRANSFER_TARGET_BYTES_PER_S = 20e6  # issue 6: at least 20 MB/s over a local mosquitto
 RSS_HEADROOM_BYTES = 40_000_000    # "llama-server + 40 MB": decimal megabytes, the stricter reading
 SEALING_LIMIT_US = 1000.0
+WYOMING_ADDED_LIMIT_MS = 5.0  # issue 14: first handled-chunk after the core's first token
 IDLE_CPU_LIMIT = 0.3
 
 
@@ -70,6 +71,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("sealing per request (seal, open, stream set-up)", sealing, SEALING_LIMIT_US, False,
               lambda v: f"{v / 1000:.3f} ms ({v:.0f} µs)", "< 1 ms"),
         *http_goals(targets),
+        _goal("Wyoming: first handled-chunk after the core's first token (median)",
+              _get(targets.get("edged-wyoming"), "scenarios", "wyoming-latency", "added_ms", "median"),
+              WYOMING_ADDED_LIMIT_MS, False, ms, "≤ 5 ms"),
     ]
     structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
     median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731

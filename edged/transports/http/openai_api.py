@@ -31,7 +31,7 @@ def parse_openai_body(body: bytes) -> ChatRequest:
     if any(f'"{name}"'.encode() in body for name in TOLERATED):
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # invalid, too deep, or a 5,000-digit integer
             data = None  # parse_request says what is wrong
         if isinstance(data, dict) and any(name in data for name in TOLERATED):
             if data.pop("n", 1) != 1:

@@ -15,12 +15,13 @@ from benchlib.scenarios.seal_cost import SealCostScenario
 from benchlib.scenarios.sealed_socket import SealedSocketScenario
 from benchlib.scenarios.standard import AddedTtftScenario, ChatScenario, IdleCpuScenario, PrefixCacheScenario
 from benchlib.scenarios.structured import StructuredScenario
+from benchlib.scenarios.wyoming_latency import WyomingLatencyScenario
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (ChatScenario(), PrefixCacheScenario(), AddedTtftScenario(), SealedSocketScenario(),
                      SealCostScenario(), PowerProfilesScenario(), StructuredScenario(), HttpVsSocketScenario(),
-                     HttpStartupScenario(), IdleCpuScenario())
+                     HttpStartupScenario(), WyomingLatencyScenario(), IdleCpuScenario())
 }
 
 __all__ = ["SCENARIOS", "Log", "Scenario"]
