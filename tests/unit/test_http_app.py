@@ -19,7 +19,7 @@ from edged.crypto.api_keys import add_key, revoke_key
 from edged.engines.worker import ModelWorker
 from edged.errors import ConfigError, EngineError
 from edged.events import Events
-from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.prometheus import DeviceGauges, PrometheusMetrics
 from edged.transports.http.app import HttpTransport
 from edged.transports.http.settings import HttpSettings, bind_listeners, check_listen
 from tests.fakes import FakeEngine, FixedEnergy, make_profile
