@@ -7,7 +7,7 @@ MQTT session it gets the parts (core, control port, event hub, energy meter), ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,19 +65,20 @@ class HttpService:
         self._listeners: list[Listener] = []
         self._serving: asyncio.Task[None] | None = None
 
-    async def start(self, after: Awaitable[object] | None = None) -> None:
-        """Bind the sockets now (so every refusal happens at start); serve them once `after` is done.
+    async def start(self) -> None:
+        """Bind the sockets now, so every refusal (address in use, bad TLS files) happens at start.
 
-        aiohttp costs more to import than the daemon's whole start-up budget for HTTP, and importing it
-        while the model loads only slows both (they share the GIL). So the listeners exist from here
-        on (connections wait in their backlog) and the server takes them over after the model load.
+        aiohttp costs more to import than the start-up budget for HTTP, and importing it while the
+        model loads only slows both (they share the GIL). So the listeners exist from here on
+        (connections wait in their backlog) and `serve` takes them over once the daemon is ready.
         """
         self._listeners = bind_listeners(self.settings)
-        self._serving = asyncio.create_task(self._serve(after), name="http-start")
 
-    async def _serve(self, after: Awaitable[object] | None) -> None:
-        if after is not None:
-            await after
+    def serve(self) -> None:
+        """Import aiohttp and serve the bound sockets, in the background (the daemon calls it once ready)."""
+        self._serving = asyncio.create_task(self._serve(), name="http-start")
+
+    async def _serve(self) -> None:
         try:
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
