@@ -28,6 +28,7 @@ from tests.daemon import REPO, DaemonProcess
 from tests.e2e_keys import edged
 from tests.mosquitto import Mosquitto
 from tests.mqtt_probe import Probe
+from tests.slowdown import scaled
 
 pytestmark = pytest.mark.slow
 QUESTION = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -150,8 +151,8 @@ def test_release_push_depot_install_and_answer(make_daemon, tmp_path, broker, op
     edged("fleet", "push", "--mqtt", broker.url, "--channel", "stable", "--dir", str(operator.keys_dir),
           str(manifest))
     watched = subprocess.run([sys.executable, "-m", "edged", "fleet", "status", "--mqtt", broker.url, "--device",
-                              "happy-1", "--until", "active", "--timeout", "120", "--json"],
-                             capture_output=True, text=True, timeout=150, cwd=REPO)
+                              "happy-1", "--until", "active", "--timeout", str(int(scaled(120))), "--json"],
+                             capture_output=True, text=True, timeout=scaled(150), cwd=REPO)
     took = time.monotonic() - pushed
     assert watched.returncode == 0, watched.stdout + watched.stderr + daemon.log_text()[-3000:]
     final = json.loads(watched.stdout.splitlines()[-1])
