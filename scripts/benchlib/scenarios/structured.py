@@ -59,8 +59,9 @@ class StructuredScenario(Scenario):
                             p["constrained"]["decode_tokens_per_s"]])
         # TTFT of a cached grammar over no grammar, with the same prompt and KV-cache state (max 4 tokens).
         added, compile_ms = [], []
+        prompt_ids = list(CHAT_PROMPTS)
         for index in range(2 * settings.repetitions + 2):
-            messages = chat_messages(CHAT_PROMPTS[index % len(CHAT_PROMPTS)])
+            messages = chat_messages(prompt_ids[index % len(prompt_ids)])
             fresh = ten_properties(f"f{index}")
             first = self._ask(target, messages, 4, fresh)
             cached = self._ask(target, messages, 4, fresh)
