@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable, Sequence
 
 from edged.errors import EngineError
 from edged.structured.grammar import GrammarCache
