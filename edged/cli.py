@@ -20,6 +20,7 @@ examples:
   edged check-config /etc/edged/edged.toml     validate a config file
   edged convert onnx model.gguf ./model-onnx   convert a GGUF for the ONNX engine
   edged doctor                                 check the engine, CPU variant, model, sensors and clock
+  edged ha forget --config /etc/edged/edged.toml   remove this device from Home Assistant
   edged <command> --help                       details of one command
 
 docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
@@ -90,6 +91,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
                             "temperature": args.temperature, "priority": args.priority}
     body |= _structured_fields(args)
     answer = Answer()
+    from edged.paths import check_socket_dir
+
+    if not args.sealed:  # plaintext goes only to a socket no other local user can have swapped
+        check_socket_dir(_socket_path(args), create=False)
     with SocketClient(_socket_path(args)) as client:
         events = _ask_sealed(client, body, args) if args.sealed else client.ask(body)
         for event in events:
@@ -233,10 +238,11 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
 
 def _register_groups(sub: Any) -> None:
-    from edged.commands import convert, doctor, keys, profiles
+    from edged.commands import convert, doctor, ha, keys, profiles
 
     convert.register(sub)
     doctor.register(sub)
+    ha.register(sub)
     keys.register(sub)
     profiles.register(sub)
     fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",

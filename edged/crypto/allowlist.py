@@ -19,8 +19,9 @@ from pydantic import (
 )
 
 from edged.crypto import wire
-from edged.crypto.topics import prefix_problem
+from edged.crypto.topics import normalise_prefix, prefix_problem
 from edged.errors import ConfigError
+from edged.strictmodes import check_strict
 from edged.validation import StrictModel, describe_validation_error, parse_toml, read_toml
 
 logger = structlog.get_logger(__name__)
@@ -53,6 +54,7 @@ class ClientEntry(StrictModel):
     @field_validator("response_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
+        value = normalise_prefix(value)  # a trailing "/" is a common way to write a prefix: accept it
         problem = prefix_problem(value)
         if problem is not None:
             raise ValueError(problem)
@@ -123,7 +125,8 @@ def _validate(raw: dict[str, Any], source: str) -> AllowListFile:
 
 
 def read_allow_list_file(path: Path) -> AllowListFile:
-    """The validated file; a missing file is an empty list."""
+    """The validated file; a missing file is an empty list. ConfigError if others could rewrite it."""
+    check_strict(path, "client allow-list")
     if not path.exists():
         return AllowListFile()
     return _validate(read_toml(path, MAX_ALLOW_LIST_BYTES), str(path))

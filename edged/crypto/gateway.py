@@ -21,12 +21,15 @@ from edged.crypto.response import ResponseSealer
 from edged.crypto.settings import E2ESettings
 from edged.errors import Busy, ClockNotSynchronised, EnvelopeRejected
 from edged.messages import ChatRequest, parse_request
+from edged.ratelog import RejectSummary, StepGuard
 
 logger = structlog.get_logger(__name__)
 
 # Response chunks are padded to powers of two from here when padding is on: token-sized chunks all
 # look alike to the broker.
 CHUNK_MIN_BUCKET = 128
+# One client may hold at most this fraction (1/n) of the replay cache, so it cannot lock others out.
+REPLAY_SHARES = 8
 
 
 @dataclass
@@ -68,9 +71,12 @@ class SealedGateway:
         self.identity = DeviceIdentity.load_or_create(state_dir)
         self.prekeys = PrekeyRing(self.identity, device_id, now=time.time(), schedule=settings.prekeys)
         self.allow_list = AllowList.load(settings.clients_file or state_dir / "clients.toml")
-        self.replay = ReplayCache(settings.replay_max_entries)
+        self.replay = ReplayCache(settings.replay_max_entries,
+                                  max(1, settings.replay_max_entries // REPLAY_SHARES))
         self.clock = ClockGuard(settings.clock_policy)
         self.rate = RateLimiter()
+        self._upkeep = StepGuard("key maintenance step failed", logger)
+        self._reject_log = RejectSummary("sealed request rejected", logger)
         self.pad_responses = pad_responses
         self.rejects: dict[str, int] = {}
         self._rejects_lock = threading.Lock()
@@ -84,18 +90,18 @@ class SealedGateway:
                 identity_pub=self.identity.public_bytes, prekeys=self.prekeys, allow_list=self.allow_list,
                 replay=self.replay, now=time.time(), window=self.settings.window,
                 max_size=self.settings.max_request_bytes,
-                clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy)
+                clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy,
+                within_rate=self._within_rate)
         except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
             self._count(exc.check)
             opened = cast(OpenedRequest, exc.opened)
-            logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
-                           client=opened.client_label)
+            self._reject_log.note("clock_not_synchronised", topic=request_topic, client=opened.client_label)
             exc.exchange = SealedExchange(opened, opened.response_sealer(), self.pad_responses)
             raise
         except EnvelopeRejected as exc:
             self._count(exc.check)
-            logger.info("sealed request rejected", check=exc.check, reason=exc.message, topic=request_topic,
-                        size=len(data))
+            # One line per check and interval, then counts: junk must not become a log flood.
+            self._reject_log.note(exc.check, reason=exc.message, topic=request_topic, size=len(data))
             raise
         return SealedExchange(opened, opened.response_sealer(), self.pad_responses)
 
@@ -104,9 +110,13 @@ class SealedGateway:
         self.check_rate(exchange)
         return exchange.parse()
 
+    def _within_rate(self, client_pub: bytes, requests_per_minute: int | None) -> bool:
+        return self.rate.allow(client_pub, requests_per_minute, time.monotonic())
+
     def check_rate(self, exchange: SealedExchange) -> None:
+        """Busy (answered sealed) if ``open`` found the client over its rate, before its replay entry."""
         opened = exchange.opened
-        if not self.rate.allow(opened.client_pub, opened.requests_per_minute, time.monotonic()):
+        if opened.rate_limited:
             self._count("rate_limit")
             raise Busy(f"client {opened.client_label!r} is over its {opened.requests_per_minute} requests/minute")
 
@@ -123,7 +133,11 @@ class SealedGateway:
                 "prekey_record": self.prekeys.current_record().hex()}
 
     def maintain(self) -> bool:
-        """Periodic upkeep: rotate prekeys when due (True: republish), reload a changed allow-list."""
-        self.allow_list.reload_if_changed()
-        self.replay.purge(time.time())
-        return self.prekeys.rotate_if_due(time.time())
+        """Periodic upkeep: rotate prekeys when due (True: republish), reload a changed allow-list.
+
+        Each step in its own guard: a broken allow-list must not stop prekey rotation.
+        """
+        self._upkeep.run("allow_list", self.allow_list.reload_if_changed)
+        self._upkeep.run("replay_purge", lambda: self.replay.purge(time.time()))
+        self._upkeep.run("reject_summary", self._reject_log.flush_if_due)
+        return bool(self._upkeep.run("prekey_rotation", lambda: self.prekeys.rotate_if_due(time.time())))

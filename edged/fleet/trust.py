@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import re
@@ -11,13 +10,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, model_validator
 
+from edged.crypto.clock import UpdateClockPolicy, clock_synchronised
 from edged.errors import ConfigError, UpdateError
+from edged.strictmodes import check_strict
 from edged import atomic
 from edged.fleet import dsse
 from edged.validation import StrictModel
@@ -27,9 +28,7 @@ logger = structlog.get_logger(__name__)
 ROOT_PAYLOAD_TYPE: Final = "application/vnd.edged.root+json"
 MAX_ROLE_KEYS: Final = 16
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
-SYSTEMD_SYNC_FLAG: Final = Path("/run/systemd/timesync/synchronized")
 _TIMESTAMP_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
-_TIME_ERROR: Final = 5  # adjtimex(2) return value when the kernel clock is not NTP-synchronized
 
 
 def _parse_timestamp(value: object) -> object:
@@ -134,41 +133,30 @@ def read_self_signed_root(envelope_bytes: bytes) -> TrustRoot:
     return root
 
 
-def system_clock_synced() -> bool:
-    """True when the kernel clock is NTP-disciplined (what ``timedatectl`` reports) or timesyncd says so."""
-    if SYSTEMD_SYNC_FLAG.exists():
-        return True
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the running process's libc, without a library search
-        # modes = 0 (the first int of struct timex) makes this a read-only query; the buffer is
-        # larger than any struct timex, so its exact layout on this ABI does not matter.
-        timex = ctypes.create_string_buffer(1024)
-        return bool(libc.adjtimex(timex) != _TIME_ERROR)
-    except (OSError, AttributeError):
-        return False
-
-
-ClockPolicy = Literal["require_sync", "trust_local"]
+def system_clock_synced(root: Path | str = "/") -> bool:
+    """The daemon's one clock-sync answer (edged.crypto.clock): an error reading it means "not synchronised"."""
+    return clock_synchronised(root)
 
 
 @dataclass(frozen=True)
 class ExpiryClock:
     """Expiry checks with an explicit policy for a clock that is not (yet) synchronized.
 
-    ``require_sync`` (default): refuse with reason ``clock`` until the clock is synced; nothing is
-    persisted, so the same document is accepted once time is known. ``trust_local``: check against
-    the local clock anyway and log a warning (for devices without any time source).
+    ``reject`` (default): refuse with reason ``clock`` until the clock is synced; nothing is
+    persisted, so the same document is accepted once time is known. ``trust-system-clock``: check
+    against the local clock anyway and log a warning (for devices without any time source). The
+    words are [e2e] clock_policy's (crypto/clock.py); expiry is never skipped.
     """
 
-    policy: ClockPolicy = "require_sync"
+    policy: UpdateClockPolicy = "reject"
     now: Callable[[], datetime] = utc_now
     synced: Callable[[], bool] = field(default=system_clock_synced)
 
     def check_trusted_time(self) -> datetime:
         if not self.synced():
-            if self.policy == "require_sync":
+            if self.policy == "reject":
                 raise UpdateError("clock", "the system clock is not synchronized; retry once time is synced")
-            logger.warning("expiry_checked_against_unsynced_clock")
+            logger.warning("expiry checked against unsynced clock")
         return self.now()
 
     def check_not_expired(
@@ -196,6 +184,7 @@ class TrustStore:
         Re-read whenever the file changed (an atomic rename gives it a new inode), so a root that
         `edged fleet install-root` advanced while the daemon runs takes effect at once.
         """
+        check_strict(self.path, "trust root")  # whoever can rewrite it decides which models run
         try:
             stat = self.path.stat()
             file_id = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -224,7 +213,7 @@ class TrustStore:
                     "provisioned", f"trust root v{installed.version} is installed; rotate it, or replace by hand"
                 )
             self._persist(envelope_bytes)
-        logger.info("trust_root_installed", version=root.version, replaced=replace)
+        logger.info("trust root installed", version=root.version, replaced=replace)
         return root
 
     def rotate(self, envelope_bytes: bytes) -> TrustRoot:
@@ -240,7 +229,7 @@ class TrustStore:
                 )
             self.clock.check_not_expired(new.expires, f"trust root v{new.version}")
             self._persist(envelope_bytes)
-        logger.info("trust_root_rotated", old_version=old.version, version=new.version)
+        logger.info("trust root rotated", old_version=old.version, version=new.version)
         return new
 
     def rotate_chain(self, envelopes: Iterable[bytes]) -> TrustRoot:
