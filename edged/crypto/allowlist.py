@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from edged.crypto import wire
-from edged.crypto.topics import normalise_prefix, prefix_problem
+from edged.crypto.response_topic import normalise_prefix, prefix_problem
 from edged.errors import ConfigError
 from edged.strictmodes import check_strict
 from edged.validation import StrictModel, describe_validation_error, parse_toml, read_toml

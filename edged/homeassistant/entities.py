@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged import __version__
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 # edged's presence payload is JSON with state online | offline | stopped; both offline and stopped
 # (and anything unreadable) mean unavailable, so the template renders only the two payloads HA knows.

@@ -6,7 +6,7 @@ from edged.mqtt.inbound import AsyncInbox, InboundHandler, InboundMessage
 from edged.mqtt.link import ConnectionHook, MqttLink, WillFactory
 from edged.mqtt.publishing import PublishHandle, StatusMessage
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.supervisor import LinkEvent
+from edged.mqtt.connection import LinkEvent
 from edged.mqtt.url import BrokerUrl, parse_broker_url
 
 __all__ = [

@@ -19,7 +19,7 @@ from edged.crypto.allowlist import (
     read_allow_list_file,
 )
 from edged.crypto.allowlist_edit import add_client, remove_client, render_allow_list
-from edged.crypto.topics import response_topic_allowed
+from edged.crypto.response_topic import response_topic_allowed
 from edged.errors import ConfigError
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet.catalog import ReleaseCatalog
-from edged.fleet.depot import Depot
-from edged.fleet.faults import FaultInjector, FaultPlan, plan_from_env
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.catalog import ReleaseCatalog
+from edged.fleet.depot.depot import Depot
+from edged.testing.depot_faults import FaultInjector, FaultPlan, plan_from_env
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, ReleaseManifest
 from edged.fleet.messages import (
     HEADER_BYTES,
@@ -237,7 +237,7 @@ def test_fault_plan_comes_only_from_the_test_variable():
 
 def test_spoofed_pulls_cannot_send_a_device_more_than_its_budget(shop):
     """Pulls carry no signature: 100 of them for one device must not make the depot send it 100 pulls' worth."""
-    from edged.fleet.pull_budget import DeviceBudget
+    from edged.fleet.depot.pull_budget import DeviceBudget
 
     now = [0.0]
     depot, link = _depot(shop)

@@ -13,20 +13,20 @@ import structlog
 
 from edged.engines import create_engine
 from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
-from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
+from edged.fleet.device.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
-from edged.fleet.reports import StateReporter
+from edged.fleet.device.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.slots import Slots
-from edged.fleet.transfer import ChunkInbox
+from edged.fleet.device.slots import Slots
+from edged.fleet.device.transfer import ChunkInbox
 from edged.fleet.trust import TrustStore
-from edged.fleet.updater import Updater
+from edged.fleet.device.updater import Updater
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ModelCorePort, UpdateControlPort
 from edged.ratelog import RejectSummary
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 

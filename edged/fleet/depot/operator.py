@@ -12,7 +12,7 @@ from typing import Any, Final
 from edged.errors import ConfigError, TransportError, UpdateError
 from edged import atomic
 from edged.fleet import dsse
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 from edged.fleet.messages import (
     UpdateStateReport,
@@ -25,7 +25,7 @@ from edged.fleet.messages import (
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
-from edged.transports.topics import DeviceTopics, fleet_status_filter
+from edged.topics import DeviceTopics, fleet_status_filter
 
 CONNECT_TIMEOUT_S: Final = 15.0
 INBOX_MAX: Final = 10_000
