@@ -23,15 +23,17 @@ from edged.fleet.messages import (
     KIND_ERROR,
     PullRequest,
     UpdateStateReport,
+    encode_chunk,
+    encode_error,
+    parse_chunk,
+    parse_pull,
+)
+from edged.topics import (
     channel_offer_topic,
     depot_pull_filter,
     device_of_pull_topic,
     device_of_state_topic,
-    encode_chunk,
-    encode_error,
     group_offer_topic,
-    parse_chunk,
-    parse_pull,
 )
 from edged.fleet.trust import utc_now
 from edged.mqtt.inbound import InboundMessage

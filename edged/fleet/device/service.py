@@ -15,7 +15,7 @@ from edged.engines import create_engine
 from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
 from edged.fleet.device.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
-from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
+from edged.fleet.messages import PullRequest
 from edged.fleet.device.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.device.slots import Slots
@@ -26,7 +26,7 @@ from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ModelCorePort, UpdateControlPort
 from edged.ratelog import RejectSummary
-from edged.topics import DeviceTopics
+from edged.topics import DeviceTopics, channel_offer_topic, group_offer_topic, pull_topic
 
 logger = structlog.get_logger(__name__)
 
