@@ -22,7 +22,7 @@ from edged.mqtt.connection import LinkEvent
 from edged.ports import ControlPort, GatewayPort, ModelCorePort, UpdateControlPort
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
-from edged.transports.mqtt_limits import max_inbound_packet
+from edged.mqtt_limits import max_inbound_packet
 from edged.transports.mqtt_presence import Presence
 from edged.topics import DeviceTopics
 

@@ -19,7 +19,7 @@ from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.publishing import PublishHandle
 from edged.mqtt.settings import MqttSettings
-from edged.transports.mqtt_limits import PACKET_OVERHEAD
+from edged.mqtt_limits import PACKET_OVERHEAD
 from edged.topics import DeviceTopics, depot_pull_filter, device_of_pull_topic
 
 logger = structlog.get_logger(__name__)
