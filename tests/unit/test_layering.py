@@ -95,3 +95,11 @@ def test_the_product_never_imports_tests_or_scripts():
 
 def test_the_rules_see_the_whole_tree():
     assert len(GRAPH) > 150 and any(under(name, "edged.fleet.device") for name in GRAPH)
+
+
+def test_test_hooks_come_through_the_one_seam():
+    """Every EDGED_TEST_* switch is defined in edged/testing/; the config loader only names the prefix."""
+    strays = [module_name(path) for path in sorted(ROOT.rglob("*.py"))
+              if "EDGED_TEST_" in path.read_text() and not under(module_name(path), "edged.testing")
+              and module_name(path) != "edged.config"]
+    assert strays == []
