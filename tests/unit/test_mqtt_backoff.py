@@ -13,9 +13,7 @@ from structlog.testing import LogCapture
 
 from edged.errors import ConfigError
 from edged.mqtt import connection as supervisor_module
-from edged.mqtt.backoff import ReconnectBackoff
-from edged.mqtt.counters import LinkCounters
-from edged.mqtt.connection import ConnectionSupervisor
+from edged.mqtt.connection import ConnectionSupervisor, LinkCounters, ReconnectBackoff
 
 ACCEPTED = ReasonCode(PacketTypes.CONNACK, identifier=0)
 LOST = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
