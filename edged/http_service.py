@@ -84,8 +84,10 @@ class HttpService:
         try:
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
+            from edged.crypto.api_keys import ApiKeyStore  # noqa: PLC0415
+
             self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
-                                           self.health, self.render_metrics)
+                                           self.health, self.render_metrics, ApiKeyStore(self.settings.keys_path))
             self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
             await self.transport.start(self._listeners)
         except Exception:

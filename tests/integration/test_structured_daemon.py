@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from edged.client import RemoteError, answer_of, function_tool, json_schema_format, tool_choice
+from edged.clients.socket import RemoteError, answer_of, function_tool, json_schema_format, tool_choice
 from tests.daemon import DaemonProcess
 from tests.integration.test_mqtt_daemon import FAST_RECONNECT, asker, provision
 from tests.mosquitto import mosquitto_plain  # noqa: F401

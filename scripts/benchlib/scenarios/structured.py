@@ -19,7 +19,7 @@ from benchlib.scenarios.base import Log, Scenario
 from benchlib.settings import BenchSettings
 from benchlib.targets.base import EDGED_DAEMON, Target
 
-from edged.client import SocketClient, answer_of, json_schema_format
+from edged.clients.socket import SocketClient, answer_of, json_schema_format
 
 
 def ten_properties(tag: str) -> dict[str, Any]:
