@@ -162,7 +162,7 @@ def test_bad_tool_turns_name_the_field(messages, needle):
 
 
 def test_client_answer_joins_streamed_tool_call_pieces(tmp_path):
-    from edged.client import answer_of, tool_choice
+    from edged.clients.socket import answer_of, tool_choice
     from edged.errors import ConfigError
     from edged.structured.answers import schema_format_from_file, tools_from_files
 
