@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 PULL_LEAF: Final = "update/pull"
+LOCAL_TOPIC: Final = "local"  # e2e-v1 §3: the request and response topic of a sealed request on the Unix socket
 
 
 @dataclass(frozen=True)

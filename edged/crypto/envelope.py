@@ -25,6 +25,7 @@ from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.response_topic import response_topic_allowed
 from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
+from edged.topics import LOCAL_TOPIC
 from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
@@ -162,7 +163,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         raise EnvelopeRejected("prekey", f"prekey {header.prekey_id.hex()} unknown or expired; "
                                          "the client must fetch the current prekey record")
     # 4. timestamp window (or the clock policy)
-    is_local = request_topic == wire.LOCAL_TOPIC
+    is_local = request_topic == LOCAL_TOPIC
     replay_ttl_s = window.past_s + window.future_s + 1.0
     if clock_synchronised or is_local:
         age_ms = int(now * 1000) - header.ts_ms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,30 @@ from pydantic import Field, model_validator
 
 from edged.crypto import wire
 from edged.atomic import write_atomic
-from edged.crypto.files import check_private_file, ensure_private_dir
 from edged.crypto.prekey import PrekeyInfo, build_prekey_record
 from edged.errors import ConfigError
 from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
+
+
+# ---- secret files (writes go through edged.atomic) ----------------------------------------------
+
+def ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` (mode 0700) if it is missing; leave an existing one alone."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def check_private_file(path: Path) -> None:
+    """Refuse a secret file that is not a regular file or that group or others can access."""
+    info = path.lstat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path} is not a regular file; a key file must not be a symlink or device")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, so other users can read the private key; "
+            f"run `chmod 600 {path}` (and consider the key compromised if others could read it)"
+        )
 
 IDENTITY_FILE: Final = "identity.key"
 MAX_KEY_FILE_BYTES: Final = 4096

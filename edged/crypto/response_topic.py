@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from edged.crypto.wire import LOCAL_TOPIC, MAX_RESP_TOPIC_BYTES
+from edged.crypto.wire import MAX_RESP_TOPIC_BYTES
+from edged.topics import LOCAL_TOPIC
 
 _FORBIDDEN_CHARS: Final = frozenset("+#\0")
 

@@ -36,7 +36,6 @@ REQUEST_INFO_LABEL: Final = b"edged/v1 request\0"
 REQUEST_SIGNATURE_LABEL: Final = b"edged/v1 request-signature\0"
 RESPONSE_INFO_LABEL: Final = b"edged/v1 response\0"
 
-LOCAL_TOPIC: Final = "local"
 
 # Suite 0x0001; one shared object, it holds no key material.
 HPKE_SUITE: Final = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)

@@ -19,11 +19,11 @@ from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
 from edged.transports.relay import Send, relay_events
+from edged.topics import LOCAL_TOPIC
 from edged.transports.socket_file import remove_stale_socket
 
 logger = structlog.get_logger(__name__)
 
-LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
 DEFAULT_MAX_CONNECTIONS_PER_UID = 8  # one local user cannot take every slot
 
 
