@@ -49,6 +49,10 @@ class SocketConfig(Section):
 
 class ModelConfig(Section):
     path: PathField | None = Field(None, description="GGUF file or ONNX directory; default: the embedded demo model")
+    prefix_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=16 * 1024**3,
+                                    description="disk for the KV state of recent system prompts in the state "
+                                                "dir's prefix-cache/ (GGUF only), so the first request after a "
+                                                "restart, profile switch or idle unload starts warm; 0 = off")
 
 
 class RequestLimits(Section):

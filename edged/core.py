@@ -7,7 +7,7 @@ import heapq
 import itertools
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -15,14 +15,18 @@ from edged.config import RequestLimits
 from edged.crypto.allowlist import RateLimiter
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.worker import ModelWorker
-from edged.errors import BadRequest, Busy, EngineError, RequestError
-from edged.job import Job, Pacer, RequestSummary
-from edged.messages import ChatRequest, ErrorEvent, FinalEvent, Stats, TokenEvent, Usage
+from edged.errors import BadRequest, Busy, EngineError, InternalError, RequestError
+from edged.events import Events
+from edged.job import Job, Pacer
+from edged.messages import ChatRequest, ErrorEvent, FinalEvent, TokenEvent
+from edged.summary import RequestSummary
 
 if TYPE_CHECKING:
     from edged.power.profiles import Profile
 
 logger = structlog.get_logger(__name__)
+
+CORE_FAILED = "the request core has failed; edged is restarting, retry shortly"
 
 
 class EnergyAccounting(Protocol):
@@ -40,7 +44,7 @@ class Core:
     """Admits requests, orders them by priority, runs one at a time on the model worker."""
 
     def __init__(self, worker: ModelWorker, profile: "Profile", limits: RequestLimits,
-                 energy: EnergyAccounting) -> None:
+                 energy: EnergyAccounting, events: Events | None = None) -> None:
         self._worker = worker
         self.profile = profile
         self._limits = limits
@@ -56,9 +60,8 @@ class Core:
         # request, and queued requests wait for the swap, then run on the new model.
         self._model_lock = asyncio.Lock()
         self._last_activity = time.monotonic()
-        self.observers: list[Callable[[RequestSummary], None]] = []
-        self.profile_observers: list[Callable[[str, str], None]] = []
-        self.reject_observers: list[Callable[[str], None]] = []
+        self.events = events or Events()  # request_finished, request_rejected, profile_changed
+        self.failure: BaseException | None = None  # why the dispatcher ended, if it ever does
         self.counts: dict[str, int] = {}
         self._rate = RateLimiter()
 
@@ -70,9 +73,25 @@ class Core:
             # Keep serving: requests get model_unavailable and status says why, instead of a crash loop.
             logger.error("model failed to load", error=str(exc))
         self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="core-dispatch")
+        self._dispatcher.add_done_callback(self._dispatcher_ended)
 
-    def stop_accepting(self) -> None:
+    def _dispatcher_ended(self, task: "asyncio.Task[None]") -> None:
+        # Without a dispatcher every admitted request would only time out: refuse new ones; the
+        # daemon's watchdog sees `alive` go False, stops feeding systemd and exits for a restart.
+        if task.cancelled():
+            return
+        self.failure = task.exception() or RuntimeError("the dispatcher returned")
         self._accepting = False
+        logger.critical("request dispatcher ended; refusing new requests", error=repr(self.failure))
+        waiting, self._queue = self._queue, []
+        for job in waiting:  # answered now rather than by their deadline timers
+            job.cancel("core failed")
+            self._finish_error(job, InternalError(CORE_FAILED))
+
+    @property
+    def alive(self) -> bool:
+        """False once the dispatcher has ended by itself (a bug); requests can no longer be served."""
+        return self.failure is None
 
     async def drain(self, timeout: float) -> int:
         """Wait for queued and running requests up to `timeout`, then cancel the rest; returns how many."""
@@ -104,6 +123,8 @@ class Core:
                request_id: str | None = None) -> Job:
         """Admit a request or raise at once (Busy, BadRequest); never waits."""
         admission = self.profile.admission
+        if self.failure is not None:
+            raise self._reject(InternalError(CORE_FAILED))
         if not self._accepting:
             raise self._reject(Busy("the daemon is stopping; retry on another device or later"))
         if request.priority not in admission.priorities:
@@ -127,8 +148,7 @@ class Core:
 
     def _reject(self, error: RequestError) -> RequestError:
         self.counts[f"rejected_{error.code}"] = self.counts.get(f"rejected_{error.code}", 0) + 1
-        for observer in self.reject_observers:
-            observer(error.code)
+        self.events.request_rejected.emit(error.code)
         return error
 
     def _expire(self, job: Job) -> None:
@@ -149,8 +169,7 @@ class Core:
         self._pacer.set(profile.pace)
         self._wakeup.set()
         logger.info("profile changed", profile=profile.name, previous=old.name, reason=reason)
-        for observer in self.profile_observers:
-            observer(profile.name, reason)
+        self.events.profile_changed.emit(profile.name, reason)
 
     # ---- the dispatcher ----------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
@@ -247,36 +266,35 @@ class Core:
                                result=result)
             return
         ended = time.monotonic()
-        stats = Stats(queue_ms=(started - job.submitted) * 1000, ttft_ms=(started - job.submitted + result.prompt_s) * 1000,
-                      total_ms=(ended - job.submitted) * 1000,
-                      decode_tokens_per_s=(result.completion_tokens - 1) / result.decode_s
-                      if result.decode_s > 0 and result.completion_tokens > 1 else 0.0,
-                      energy_j=energy.joules, energy_source=energy.source,
-                      energy_scope=getattr(energy, "scope", energy.source), profile=self.profile.name,
-                      prompt_cached_tokens=result.cached_prompt_tokens)
-        usage = Usage(result.prompt_tokens, result.completion_tokens)
-        job.push(FinalEvent(finish_reason=result.finish_reason, usage=usage, stats=stats, text="".join(pieces)))
-        self._summarise(job, "ok", result.finish_reason, usage, stats)
+        summary = self._summary(
+            job, "ok", finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
+            output_tokens=result.completion_tokens, cached_input_tokens=result.cached_prompt_tokens,
+            queue_time_ms=(started - job.submitted) * 1000,
+            time_to_first_token_ms=(started - job.submitted + result.prompt_s) * 1000,
+            duration_ms=(ended - job.submitted) * 1000,
+            decode_tokens_per_s=(result.completion_tokens - 1) / result.decode_s
+            if result.decode_s > 0 and result.completion_tokens > 1 else 0.0,
+            energy_j=energy.joules, energy_source=energy.source,
+            energy_scope=getattr(energy, "scope", energy.source))
+        job.push(FinalEvent(summary, text="".join(pieces)))
+        self._finished(summary)
 
     def _finish_error(self, job: Job, error: RequestError, code: str | None = None, result: Any = None) -> None:
         code = code or error.code
         job.push(ErrorEvent(code=code, message=error.message))
-        usage = Usage(result.prompt_tokens, result.completion_tokens) if result else Usage()
-        stats = Stats(queue_ms=0.0, total_ms=(time.monotonic() - job.submitted) * 1000, profile=self.profile.name)
-        self._summarise(job, code, None, usage, stats)
+        self._finished(self._summary(
+            job, code, input_tokens=result.prompt_tokens if result else 0,
+            output_tokens=result.completion_tokens if result else 0,
+            duration_ms=(time.monotonic() - job.submitted) * 1000))
 
-    def _summarise(self, job: Job, outcome: str, finish: str | None, usage: Usage, stats: Stats) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        summary = RequestSummary(
-            request_id=job.request_id, transport=job.transport, peer=job.peer, client=job.client,
-            priority=job.request.priority, outcome=outcome, finish_reason=finish, prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, cached_prompt_tokens=stats.prompt_cached_tokens,
-            queue_ms=stats.queue_ms, ttft_ms=stats.ttft_ms, total_ms=stats.total_ms,
-            decode_tokens_per_s=stats.decode_tokens_per_s, energy_j=stats.energy_j,
-            energy_source=stats.energy_source, energy_scope=stats.energy_scope, profile=stats.profile)
-        logger.info("request", **summary.__dict__)
-        for observer in self.observers:
-            observer(summary)
+    def _summary(self, job: Job, outcome: str, **measured: Any) -> RequestSummary:
+        return RequestSummary(request_id=job.request_id, transport=job.transport, peer=job.peer, client=job.client,
+                              priority=job.request.priority, profile=self.profile.name, outcome=outcome, **measured)
+
+    def _finished(self, summary: RequestSummary) -> None:
+        self.counts[summary.outcome] = self.counts.get(summary.outcome, 0) + 1
+        logger.info("request", **summary.log_fields())
+        self.events.request_finished.emit(summary)
 
     async def swap_engine(self, engine: Any) -> Any:
         """Put a new engine in place once the running request (if any) has finished; returns its ModelInfo.

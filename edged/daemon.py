@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -15,11 +15,18 @@ from edged import __version__
 from edged.config import Config
 from edged.core import Core
 from edged.engines import create_engine
+from edged.engines.prefix_store import PrefixStore
 from edged.engines.worker import ModelWorker
-from edged.errors import BadRequest, ConfigError, EdgedError, Unauthorized
+from edged.control import DeviceControl
+from edged.errors import ConfigError, EdgedError
+from edged.events import Events
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
 from edged.systemd import Notifier
-from edged.transports.unix import Peer, UnixSocketTransport
+from edged.transports.unix import UnixSocketTransport
+
+if TYPE_CHECKING:
+    from edged.mqtt_session import MqttSession
+    from edged.power.energy import EnergyMeter
 
 logger = structlog.get_logger(__name__)
 
@@ -39,12 +46,13 @@ class Daemon:
         self.state_dir = config.state_dir or default_state_dir()
         self.socket_path = config.socket.path or default_socket_path()
         self.model_path = config.model.path or demo_model_path()
+        self.events = Events()  # request_finished, request_rejected, profile_changed, prekey_rotated, reload
         self.core: Core | None = None
+        self.control: DeviceControl | None = None  # built once the parts exist; every transport gets it
         self.transport: UnixSocketTransport | None = None
-        self.mqtt: Any = None  # an MqttSession when [mqtt] is configured
+        self.mqtt: MqttSession | None = None  # when [mqtt] is configured
+        self.energy: EnergyMeter | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.reload_hooks: list[Any] = []  # SIGHUP: allow-list, profiles
-        self.prekey_hooks: list[Any] = []  # a new prekey record: republish it
         self.exit_code = 0
 
     # ---- signals --------------------------------------------------------------------------
@@ -63,11 +71,8 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read what can change live (profiles, allow-list)."""
         logger.info("reload requested")
-        for hook in self.reload_hooks:
-            try:
-                hook()
-            except EdgedError as exc:
-                logger.error("reload failed; keeping the previous settings", error=str(exc))
+        if self.events.reload.emit():
+            logger.error("reload failed; keeping the previous settings of what failed")
 
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -110,44 +115,49 @@ class Daemon:
                 raise ConfigError(f"profile {self.config.profile.name!r} not found; "
                                   f"have: {', '.join(sorted(profiles))}")
             rules = rules.model_copy(update={"default_profile": self.config.profile.name})
-        self.profiles = profiles
-        self.governor = Governor(profiles, rules)
+        governor = Governor(profiles, rules)
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
         engine = create_engine(Path(self.model_path))
-        self.worker = ModelWorker(engine)
+        prefix_bytes = self.config.model.prefix_cache_bytes
+        prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None
+        self.worker = ModelWorker(engine, prefix_store=prefixes)
         power = self.config.power
         self.energy = EnergyMeter.detect(power.sysfs_root, board=power.board)
         self.energy.start()
-        first = self.governor.decide(self.energy.sample(), time.monotonic())
+        first = governor.decide(self.energy.sample(), time.monotonic())
         logger.info("power profile", profile=first.profile_name, reason=first.reason)
-        self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy)
+        self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
         model_loading = asyncio.create_task(self.core.start(), name="model-load")
         from edged.crypto.gateway import SealedGateway
 
         self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
                                      pad_responses=self.config.privacy.pad_responses)
-        self.reload_hooks.append(self.gateway.allow_list.reload)
-        self.reload_hooks.append(self._reload_profiles)
+        self.events.reload.connect(self.gateway.allow_list.reload, name="AllowList.reload")
+        self.control = DeviceControl(
+            device_id=self.config.device_id, core=self.core, worker=self.worker, governor=governor, profiles=profiles,
+            profiles_dir=self.config.profile.directory or builtin_profiles_dir(), energy=self.energy,
+            gateway=self.gateway, configured_model=Path(self.model_path), events=self.events,
+            started_at=self.started_at)
         sock = self.config.socket
         uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()}
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
             max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
-            model_name=self.model_name, sealed=self.gateway,
-            control={"status": self._control_status, "profile": self._control_profile, "prekey": self._control_prekey})
+            control=self.control, sealed=self.gateway)
         await self.transport.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
 
-            self.mqtt = MqttSession(self, self.config.mqtt)
+            self.mqtt = MqttSession(self.config.mqtt, self.config, core=self.core, gateway=self.gateway,
+                                    control=self.control, events=self.events, state_dir=self.state_dir)
             await self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))
         self._tasks.append(asyncio.create_task(self._govern_forever(), name="governor"))
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(self.control.status_line())
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
 
@@ -184,7 +194,7 @@ class Daemon:
             except Exception:
                 logger.exception("stopping the model failed")
                 self.exit_code = 1
-        if getattr(self, "energy", None) is not None:
+        if self.energy is not None:
             self.energy.stop()
         self.notifier.close()
 
@@ -195,14 +205,28 @@ class Daemon:
         while True:
             await asyncio.sleep(min(period, STATUS_PERIOD_S))
             now = time.monotonic()
-            stalled = self.worker.stalled_for(now)
-            if stalled < STALL_LIMIT_S:
+            if self.healthy(now):
                 self.notifier.watchdog()  # fed from the loop: a hung loop or a wedged model both starve it
-            else:
-                logger.error("model thread made no progress; not feeding the watchdog", stalled_s=round(stalled))
-            if now - last_status >= STATUS_PERIOD_S:
-                self.notifier.status(self._status_line())
+            if now - last_status >= STATUS_PERIOD_S and self.control is not None:
+                self.notifier.status(self.control.status_line())
                 last_status = now
+
+    def healthy(self, now: float) -> bool:
+        """Whether to feed the watchdog: the model thread moves and the core's dispatcher still runs.
+
+        A dead dispatcher would leave requests admitted only to time out, so the daemon also stops
+        (exit code 1) for the service manager to restart it, even where no watchdog is configured.
+        """
+        if self.core is not None and not self.core.alive:
+            logger.error("request dispatcher ended; not feeding the watchdog and stopping for a restart")
+            self.exit_code = 1
+            self.request_stop("core failed")
+            return False
+        stalled = self.worker.stalled_for(now)
+        if stalled >= STALL_LIMIT_S:
+            logger.error("model thread made no progress; not feeding the watchdog", stalled_s=round(stalled))
+            return False
+        return True
 
     async def _keys_forever(self) -> None:
         """Prekey rotation and allow-list changes; a failure is logged and retried next period."""
@@ -211,8 +235,7 @@ class Daemon:
             try:
                 if self.gateway.maintain():
                     logger.info("prekey rotated")
-                    for hook in self.prekey_hooks:
-                        hook()
+                    self.events.prekey_rotated.emit()
             except Exception:
                 logger.exception("key maintenance failed")
 
@@ -220,73 +243,9 @@ class Daemon:
     async def _govern_forever(self) -> None:
         """Ask the governor once per sampling period; a switch goes to the core with its reason."""
         while True:
+            assert self.energy is not None and self.control is not None
             await asyncio.sleep(self.energy.period_s())
             try:
-                self._govern()
+                self.control.govern()
             except Exception:
                 logger.exception("governor failed")
-
-    def _govern(self) -> None:
-        assert self.core is not None
-        decision = self.governor.decide(self.energy.latest(), time.monotonic())
-        if decision.changed:
-            self.core.set_profile(self.profiles[decision.profile_name], reason=decision.reason)
-
-    def override_profile(self, name: str, source: str) -> dict[str, Any]:
-        """A local (socket) or remote (MQTT command) override; "auto" hands back to the governor."""
-        if name != "auto" and name not in self.profiles:
-            raise BadRequest(f"unknown profile {name!r}; have: auto, {', '.join(sorted(self.profiles))}")
-        logger.info("profile override", profile=name, source=source)
-        self.governor.set_override(None if name == "auto" else name, source)  # type: ignore[arg-type]
-        self._govern()
-        return {"profile": self.governor.active, "reason": self.governor.reason,
-                "overrides": self.governor.overrides()}
-
-    def _reload_profiles(self) -> None:
-        from edged.power.profiles import builtin_profiles_dir, load_profiles
-
-        self.profiles = load_profiles(self.config.profile.directory or builtin_profiles_dir())
-        assert self.core is not None
-        current = self.profiles.get(self.core.profile.name)
-        if current is not None and current != self.core.profile:
-            self.core.set_profile(current, reason="profiles reloaded")
-        from edged.power.governor import Governor
-
-        governor = Governor(self.profiles, self.governor.rules)
-        for source, name in self.governor.overrides().items():
-            governor.set_override(name, source)  # type: ignore[arg-type]
-        self.governor = governor
-        logger.info("profiles reloaded", names=sorted(self.profiles))
-
-    async def _control_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return self.gateway.prekey_reply()
-
-    def model_name(self) -> str:
-        info = self.worker.info
-        return info.name if info else Path(self.model_path).stem
-
-    def _status_line(self) -> str:
-        assert self.core is not None
-        status = self.core.status()
-        return (f"model {self.model_name()}, profile {status['profile']}, "
-                f"{status['queue']['waiting']} waiting, {status['queue']['running']} running")
-
-    def status(self) -> dict[str, Any]:
-        assert self.core is not None
-        return {"device_id": self.config.device_id, "version": __version__, "pid": os.getpid(),
-                "uptime_s": round(time.monotonic() - self.started_at, 1), **self.core.status(),
-                "profile_reason": self.governor.reason, "profile_overrides": self.governor.overrides(),
-                "energy": {"total_j": round(self.energy.total_j, 3), "counters": self.energy.counters()},
-                "sealed_rejects": dict(self.gateway.rejects)}
-
-    async def _control_status(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return self.status()
-
-    async def _control_profile(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        assert self.core is not None
-        name = message.get("set")
-        if set(message) - {"op", "set"} or not isinstance(name, str):
-            raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
-        if peer.uid not in (0, os.getuid()):
-            raise Unauthorized("only root or the daemon's user may change the profile")
-        return self.override_profile(name, "local")

@@ -6,6 +6,7 @@
     │   ├── BadRequest           bad_request: malformed frame, JSON, field or value
     │   ├── Unauthorized         unauthorized: the peer or key is not allowed
     │   │   └── EnvelopeRejected a sealed request failed check ``check`` of spec section 3
+    │   │       └── ClockNotSynchronised  ...check 4 only, for want of a synchronised clock: answered sealed
     │   ├── Busy                 busy: queue full, priority not admitted, rate limit
     │   ├── DeadlineExceeded     deadline_exceeded
     │   ├── Cancelled            cancelled: client went away or daemon stopping
@@ -61,6 +62,28 @@ class EnvelopeRejected(Unauthorized):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"{check}: {message}")
         self.check = check
+
+
+class ClockNotSynchronised(EnvelopeRejected):
+    """Check 4 under ``[e2e] clock_policy = "reject"``: the device clock is not synchronised.
+
+    Raised only once checks 5-10 have passed, so the sender is an allowed client whose request is
+    fresh to the replay cache. Unlike the other rejections it is answered, sealed, so the operator
+    learns what to fix: ``opened`` is the authenticated request, ``exchange`` (set by the gateway)
+    seals the answer.
+    """
+
+    ANSWER = ("the device clock is not synchronised, so the request's timestamp cannot be checked; "
+              "let the device sync its clock (NTP), or set [e2e] clock_policy on the device if its host keeps time")
+
+    def __init__(self, opened: object) -> None:
+        super().__init__("timestamp", "device clock not synchronised (clock_policy=reject); sync it with NTP, "
+                                      "or set e2e.clock_policy if the host keeps time")
+        self.opened = opened
+        self.exchange: object = None
+
+    def answer(self) -> Unauthorized:
+        return Unauthorized(self.ANSWER)
 
 
 class Busy(RequestError):

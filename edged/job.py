@@ -10,33 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edged.messages import PRIORITY_RANK, ChatRequest, ErrorEvent, Event, FinalEvent
+from edged.summary import RequestSummary
 
 if TYPE_CHECKING:
     from edged.power.profiles import PaceSettings
 
-
-@dataclass
-class RequestSummary:
-    """What one request did; the core logs it once and hands it to telemetry."""
-
-    request_id: str
-    transport: str
-    peer: str
-    client: str | None
-    priority: str
-    outcome: str  # "ok" or an error code
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int
-    queue_ms: float
-    ttft_ms: float
-    total_ms: float
-    decode_tokens_per_s: float
-    energy_j: float
-    energy_source: str
-    energy_scope: str
-    profile: str
+__all__ = ["Job", "Pacer", "RequestSummary"]
 
 
 @dataclass(eq=False)

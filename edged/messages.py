@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edged.validation import describe_validation_error
 from edged.errors import BadRequest
+from edged.summary import RequestSummary
 
 Priority = Literal["interactive", "normal", "background"]
 PRIORITY_RANK: dict[str, int] = {"interactive": 0, "normal": 1, "background": 2}
@@ -88,38 +89,28 @@ class Usage:
 
 
 @dataclass
-class Stats:
-    """The `edged` statistics object of the final event."""
-
-    queue_ms: float = 0.0
-    ttft_ms: float = 0.0
-    total_ms: float = 0.0
-    decode_tokens_per_s: float = 0.0
-    energy_j: float = 0.0
-    energy_source: str = "estimate"
-    energy_scope: str = "estimate"
-    profile: str = ""
-    prompt_cached_tokens: int = 0
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"queue_ms": round(self.queue_ms, 3), "ttft_ms": round(self.ttft_ms, 3),
-                "total_ms": round(self.total_ms, 3), "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
-                "energy_j": round(self.energy_j, 4), "energy_source": self.energy_source,
-                "energy_scope": self.energy_scope,
-                "profile": self.profile, "prompt_cached_tokens": self.prompt_cached_tokens}
-
-
-@dataclass
 class TokenEvent:
     text: str
 
 
 @dataclass
 class FinalEvent:
-    finish_reason: str
-    usage: Usage
-    stats: Stats
+    """The answer's end; its usage and `edged` statistics render from the request's one summary."""
+
+    summary: RequestSummary
     text: str = ""  # for stream=false: the whole answer
+
+    @property
+    def finish_reason(self) -> str:
+        return self.summary.finish_reason or "stop"
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.summary.input_tokens, self.summary.output_tokens)
+
+    @property
+    def stats(self) -> RequestSummary:
+        return self.summary
 
 
 @dataclass
@@ -157,7 +148,7 @@ class Completion:
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": event.text},
                                 "finish_reason": event.finish_reason}]}
         out["usage"] = event.usage.to_wire()
-        out["edged"] = event.stats.to_wire()
+        out["edged"] = event.summary.edged_object()
         return out
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.power.profiles import parse_profile
+from edged.summary import RequestSummary
 
 
 class FakeEngine(Engine):
@@ -78,3 +80,10 @@ def make_profile(name: str = "test", queue_length: int = 8, priorities=("interac
         "pace": pace, "admission": {"queue_length": queue_length, "priorities": list(priorities),
                       **({"requests_per_minute": requests_per_minute} if requests_per_minute else {})},
         "idle": idle, "updates": {"allow_downloads": True}}, "test")
+
+
+def summary(outcome: str = "ok", *, transport: str = "unix", priority: str = "normal", profile: str = "balanced",
+            **values: Any) -> RequestSummary:
+    """A RequestSummary as the core would build it, with the figures a test cares about."""
+    return RequestSummary(request_id="0123456789abcdef", transport=transport, peer="test", client=None,
+                          priority=priority, profile=profile, outcome=outcome, **values)

@@ -59,8 +59,8 @@ def describe_signal(code: int) -> str:
         return f"signal {code}"
 
 
-def check_generation(model: Path) -> Check:
-    command = [sys.executable, "-m", "edged.engines.probe", str(model)]
+def check_generation(model: Path, command: list[str] | None = None) -> Check:
+    command = command or [sys.executable, "-m", "edged.engines.probe", str(model)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -188,12 +188,13 @@ def run_checks(config: Config, probe: bool = True) -> list[Check]:
         checks.append(engine)
         if probe and engine.status != "fail":
             checks.append(check_generation(model))
-    steps: list[Callable[[Config], Check | None]] = [check_power, check_clock, check_broker, check_state_dir]
-    for step in steps:
+    steps: dict[str, Callable[[Config], Check | None]] = {
+        "power": check_power, "clock": check_clock, "broker": check_broker, "state": check_state_dir}
+    for name, step in steps.items():
         try:
             result = step(config)
         except Exception as exc:  # noqa: BLE001  (one broken check must not hide the others)
-            result = Check(step.__name__.removeprefix("check_"), "fail", f"the check itself failed: {exc!r}")
+            result = Check(name, "fail", f"the check itself failed: {exc!r}")
         if result is not None:
             checks.append(result)
     return checks

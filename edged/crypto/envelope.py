@@ -23,7 +23,7 @@ from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
-from edged.errors import EnvelopeRejected
+from edged.errors import ClockNotSynchronised, EnvelopeRejected
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
 _SUITE = wire.HPKE_SUITE
@@ -163,11 +163,10 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         if age_ms > window.past_s * 1000 or -age_ms > window.future_s * 1000:
             raise EnvelopeRejected("timestamp", f"request timestamp is {age_ms / 1000:.3f} s old, window is "
                                                 f"-{window.future_s:g}..{window.past_s:g} s; check the clocks")
-    elif clock_policy == "reject":
-        raise EnvelopeRejected("timestamp", "device clock not synchronised (clock_policy=reject); sync it "
-                                            "with NTP, or set e2e.clock_policy if the host keeps time")
     else:
+        # "reject" still runs checks 5-10, so an authenticated sender learns why (ClockNotSynchronised).
         replay_ttl_s = prekeys.retention_s
+    clock_refused = not (clock_synchronised or is_local) and clock_policy == "reject"
     # 5. HPKE open, with info rebuilt from our own id and the topic the message arrived on
     info = wire.request_info(device_id, request_topic, header_bytes)
     try:
@@ -199,9 +198,12 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         raise EnvelopeRejected("replay", f"request {header.req_id.hex()} from {client.label!r} seen before")
     if verdict is ReplayVerdict.FULL:
         raise EnvelopeRejected("replay", "replay cache full; refusing new requests until entries expire")
-    return OpenedRequest(
+    opened = OpenedRequest(
         client_pub=inner.client_pub, client_label=client.label, requests_per_minute=client.requests_per_minute,
         req_id=header.req_id, ts_ms=header.ts_ms, prekey_id=header.prekey_id, resp_topic=inner.resp_topic,
         body=inner.body, header=header_bytes, enc=data[wire.HEADER_LEN:wire.HEADER_LEN + wire.ENC_LEN],
         resp_secret=inner.resp_secret,
     )
+    if clock_refused:
+        raise ClockNotSynchronised(opened)
+    return opened

@@ -19,7 +19,7 @@ from edged.crypto.padding import pad_json
 from edged.crypto.replay import ReplayCache
 from edged.crypto.response import ResponseSealer
 from edged.crypto.settings import E2ESettings
-from edged.errors import Busy, EnvelopeRejected
+from edged.errors import Busy, ClockNotSynchronised, EnvelopeRejected
 from edged.messages import ChatRequest, parse_request
 
 logger = structlog.get_logger(__name__)
@@ -85,6 +85,13 @@ class SealedGateway:
                 replay=self.replay, now=time.time(), window=self.settings.window,
                 max_size=self.settings.max_request_bytes,
                 clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy)
+        except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
+            self._count(exc.check)
+            logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
+                           client=exc.opened.client_label)  # type: ignore[attr-defined]
+            exc.exchange = SealedExchange(exc.opened, exc.opened.response_sealer(),  # type: ignore[attr-defined]
+                                          self.pad_responses)
+            raise
         except EnvelopeRejected as exc:
             self._count(exc.check)
             logger.info("sealed request rejected", check=exc.check, reason=exc.message, topic=request_topic,

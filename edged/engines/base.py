@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edged.messages import ChatMessage
+
+if TYPE_CHECKING:
+    from edged.engines.prefix_store import PrefixStore
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,6 @@ class Engine(ABC):
     @abstractmethod
     def loaded(self) -> bool:
         """Whether a model is in memory now."""
+
+    def use_prefix_store(self, store: PrefixStore | None) -> None:  # noqa: B027  (optional for engines)
+        """Keep the KV state of prompt preambles in ``store`` across loads; engines that cannot ignore it."""

@@ -13,6 +13,7 @@ import structlog
 from edged.engines import llama_backend
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.engines.chat_template import render_chat
+from edged.engines.prefix_store import MIN_PREFIX_TOKENS, PrefixEntry, PrefixStore
 from edged.engines.textstream import TextStream
 from edged.errors import BadRequest, EngineError
 from edged.messages import ChatMessage
@@ -22,6 +23,7 @@ logger = structlog.get_logger(__name__)
 GGUF_MAGIC = b"GGUF"
 KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
 PIECE_BUFFER = 256
+PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
 
 
 class LlamaEngine(Engine):
@@ -41,6 +43,10 @@ class LlamaEngine(Engine):
         self._cached: list[int] = []
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         self._one = None
+        self._prefixes: PrefixStore | None = None
+
+    def use_prefix_store(self, store: PrefixStore | None) -> None:
+        self._prefixes = store
 
     @property
     def loaded(self) -> bool:
@@ -91,6 +97,14 @@ class LlamaEngine(Engine):
         self._eos = self._token_text(lib.llama_vocab_eos(self._vocab))
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self._cached = []
+        if self._prefixes is not None:
+            # The KV layout depends on the build, the context size and the cache type, not on threads or batch.
+            backend = llama_backend.cpu_backend()
+            self._prefixes.open(self._path, f"{backend.engine_version}:{backend.ggml_commit}:"
+                                            f"{self._n_ctx}:{settings.kv_cache_type}")
+            recent = self._prefixes.most_recent()
+            if recent is not None:
+                self._restore(recent)
         info = ModelInfo(name=meta.get("general.name", self._path.stem), path=str(self._path), format="gguf",
                          size_bytes=size, parameters=int(lib.llama_model_n_params(model)),
                          context=self._n_ctx, context_train=int(lib.llama_model_n_ctx_train(model)),
@@ -154,8 +168,13 @@ class LlamaEngine(Engine):
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Decode the prompt, reusing the longest prefix already in the KV cache; returns reused count."""
+    def _prefill(self, tokens: list[int], preamble: int = 0) -> int:
+        """Decode the prompt, reusing the longest prefix already in the KV cache; returns reused count.
+
+        ``preamble`` is the length of the prompt's system part: with a prefix store, a preamble seen
+        for the first time is saved once decoded, and a stored one longer than the cached prefix is
+        loaded instead of decoded.
+        """
         lib = self._lib
         reuse = 0
         for cached, new in zip(self._cached, tokens):
@@ -163,16 +182,76 @@ class LlamaEngine(Engine):
                 break
             reuse += 1
         reuse = min(reuse, len(tokens) - 1)  # the last prompt token must be decoded to get logits
+        store = self._prefixes
+        if store is not None and preamble > reuse:
+            stored = store.longest_match(tokens, at_least=reuse)
+            if stored is not None and self._restore(stored):
+                reuse = len(stored.tokens)
         lib.llama_memory_seq_rm(self._memory, 0, reuse, -1)
         self._cached = self._cached[:reuse]
-        for start in range(reuse, len(tokens), self._n_batch):
+        save_at = preamble if store is not None and preamble - reuse >= MIN_PREFIX_TOKENS \
+            and preamble < len(tokens) and not store.has(tuple(tokens[:preamble])) else 0
+        if save_at:
+            self._decode_prompt(tokens[reuse:save_at])
+            self._save_prefix(store, tuple(tokens[:save_at]))
+            reuse_end = save_at
+        else:
+            reuse_end = reuse
+        self._decode_prompt(tokens[reuse_end:])
+        return reuse
+
+    def _decode_prompt(self, tokens: list[int]) -> None:
+        lib = self._lib
+        for start in range(0, len(tokens), self._n_batch):
             part = tokens[start:start + self._n_batch]
             array = (lib.llama_token * len(part))(*part)
             if lib.llama_decode(self._ctx, lib.llama_batch_get_one(array, len(part))) != 0:
                 self._reset_cache()
                 raise EngineError("llama_decode failed while reading the prompt")
             self._cached.extend(part)
-        return reuse
+
+    def _save_prefix(self, store: PrefixStore, tokens: tuple[int, ...]) -> None:
+        lib = self._lib
+        size = lib.llama_state_seq_get_size(self._ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        if written:
+            store.save(tokens, bytes(buffer[:written]))
+
+    def _restore(self, entry: PrefixEntry) -> bool:
+        """Put a stored prefix into the KV cache (sequence 0); False when it could not be used."""
+        assert self._prefixes is not None
+        blob = self._prefixes.load_blob(entry)
+        if blob is None:
+            return False
+        lib = self._lib
+        lib.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        buffer = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if not lib.llama_state_seq_set_data(self._ctx, buffer, len(blob), 0):
+            self._reset_cache()
+            self._prefixes.discard(entry, "llama.cpp refused the state")
+            return False
+        self._cached = list(entry.tokens)
+        return True
+
+    def _preamble_length(self, messages: list[ChatMessage] | None, tokens: list[int]) -> int:
+        """Tokens of the prompt that belong to its leading system messages (0 without any, or no store)."""
+        if self._prefixes is None or not messages or messages[0].role != "system":
+            return 0
+        system = []
+        for message in messages:
+            if message.role != "system":
+                break
+            system.append(message)
+        # Render the system part with a user turn no real prompt has; the prompts agree up to where it starts.
+        probe = self.tokenize(render_chat(self._template, [*system, ChatMessage(role="user", content=PROBE_TEXT)],
+                                          self._bos, self._eos))
+        common = 0
+        for a, b in zip(probe, tokens):
+            if a != b:
+                break
+            common += 1
+        return common
 
     def _reset_cache(self) -> None:
         self._lib.llama_memory_clear(self._memory, True)
@@ -189,7 +268,7 @@ class LlamaEngine(Engine):
         if room < 1:
             raise BadRequest(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
         max_tokens = min(params.max_tokens, room)
-        reused = self._prefill(tokens)
+        reused = self._prefill(tokens, self._preamble_length(messages, tokens))
         lib, ctx, vocab, piece, one = self._lib, self._ctx, self._vocab, self._piece, self._one
         sampler = self._sampler(params)
         stream = TextStream(params.stop)

@@ -10,6 +10,7 @@ from typing import Callable, TypeVar
 import structlog
 
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
+from edged.engines.prefix_store import PrefixStore
 from edged.errors import EngineError, ModelUnavailable
 from edged.messages import ChatMessage
 
@@ -20,8 +21,9 @@ T = TypeVar("T")
 class ModelWorker:
     """Serialises every engine call onto a single named thread and tracks its progress for the watchdog."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, prefix_store: PrefixStore | None = None) -> None:
         self._engine = engine
+        self._prefix_store = prefix_store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edged-model")
         self.info: ModelInfo | None = None
         self.settings: EngineSettings | None = None
@@ -51,6 +53,7 @@ class ModelWorker:
         return 0.0 if self.busy_since is None else now - self.last_progress
 
     async def load(self, settings: EngineSettings) -> ModelInfo:
+        self._engine.use_prefix_store(self._prefix_store)  # also for an engine swapped in by an update
         try:
             info = await self._call(self._engine.load, settings)
         except EngineError as exc:

@@ -10,7 +10,7 @@ import structlog
 from edged.fleet.journal import Journal, UpdateRecord
 from edged.fleet.messages import ActiveModel, ReleaseRef, UpdateStateReport
 from edged.fleet.slots import Slots
-from edged.mqtt.link import MqttLink
+from edged.mqtt.feature import LinkPort
 
 logger = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ class StateReporter:
     view shows what runs even while an update is rejected or fails.
     """
 
-    def __init__(self, link: MqttLink, topic: str, device_id: str, slots: Slots, configured_model: Path,
+    def __init__(self, link: LinkPort, topic: str, device_id: str, slots: Slots, configured_model: Path,
                  progress_interval_s: float) -> None:
         self._link = link
         self._topic = topic

@@ -21,21 +21,23 @@ from edged.fleet.settings import UpdateSettings
 from edged.fleet.slots import Slots
 from edged.fleet.transfer import ChunkInbox
 from edged.fleet.trust import TrustStore
-from edged.fleet.updater import UpdateHost, Updater
-from edged.mqtt.inbound import AsyncInbox
-from edged.mqtt.link import MqttLink
+from edged.fleet.updater import Updater
+from edged.mqtt.feature import LinkPort, MqttFeature
+from edged.mqtt.inbound import InboundMessage
+from edged.ports import ModelCorePort, UpdateControlPort
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 
 # TEST HOOK: `EDGED_TEST_PAUSE_UPDATE_AT=<step>` blocks the update right before that journal step is
-# written (so a test can kill -9 the daemon there). Not `EDGED_*`: those are config overrides.
+# written, or with `health_check` while the new model is loaded and on trial (so a test can kill the
+# daemon there). Not `EDGED_*`: those are config overrides.
 PAUSE_ENV: Final = "EDGED_TEST_PAUSE_UPDATE_AT"
 OFFER_INBOX: Final = 16
 CANCELLABLE: Final = frozenset({"verified", "downloading"})
 
 
-class UpdateService:
+class UpdateService(MqttFeature):
     """Listens for offers, verifies them, runs one update at a time and reports on ``update/state``.
 
     A newer offer supersedes a download in progress; from ``downloaded`` on, the running update
@@ -43,13 +45,16 @@ class UpdateService:
     the same manifest is offered again, or after a restart.
     """
 
-    def __init__(self, settings: UpdateSettings, state_dir: Path, device_id: str, link: MqttLink,
-                 topics: DeviceTopics, host: UpdateHost) -> None:
+    name = "mqtt-updates"
+
+    def __init__(self, settings: UpdateSettings, state_dir: Path, device_id: str, topics: DeviceTopics,
+                 core: ModelCorePort, control: UpdateControlPort) -> None:
+        super().__init__()
         self.settings = settings
         self.device_id = device_id
-        self.link = link
         self.topics = topics
-        self.host = host
+        self.core = core
+        self.control = control
         self.journal = Journal(state_dir)
         self.slots = Slots(state_dir)
         self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.identity(device_id),
@@ -57,34 +62,36 @@ class UpdateService:
         self._pull_topic = pull_topic(topics.prefix, device_id)
         self._pause_at = os.environ.get(PAUSE_ENV) or None
         self.engine_factory = create_engine  # how a model file becomes an engine (tests swap in a fake)
-        self.report = StateReporter(link, topics.update_state, device_id, self.slots, Path(host.model_path),
-                                    settings.progress_interval_s)
+        self._report: StateReporter | None = None  # built at start(): it publishes on the link
         self._wake = asyncio.Event()
         self._next: tuple[ReleaseManifest, bytes] | None = None
         self._updater: Updater | None = None
         self._running: str | None = None  # payload hash of the update being run
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._retry_at: float | None = None
         self._clock_recheck: asyncio.TimerHandle | None = None
-        self._offers: AsyncInbox | None = None
         self._chunks: ChunkInbox | None = None
+
+    @property
+    def report(self) -> StateReporter:
+        if self._report is None:
+            raise RuntimeError("the update service is not started")
+        return self._report
 
     def offer_topics(self) -> list[str]:
         prefix, fleet = self.topics.prefix, self.settings.fleet
         return [self.topics.update_offer, *(channel_offer_topic(prefix, fleet, c) for c in self.settings.channels),
                 *(group_offer_topic(prefix, fleet, g) for g in self.settings.groups)]
 
-    async def start(self) -> None:
+    async def start(self, link: LinkPort) -> None:
         """Subscribe (the link sends them on connect) and resume an interrupted update in the background."""
-        loop = asyncio.get_running_loop()
-        self._offers = self.link.inbox(loop, OFFER_INBOX)
-        self._chunks = ChunkInbox(self.link.inbox(loop, 4096), 2 * self.settings.window_bytes + MAX_CHUNK_SIZE)
-        for topic in self.offer_topics():
-            self.link.subscribe(topic, 1, self._offers)
-        self.link.subscribe(self.topics.update_chunks, 1, self._chunks)
-        self._tasks = [asyncio.create_task(self._offers_forever(), name="update-offers"),
-                       asyncio.create_task(self._updates_forever(), name="update-worker")]
+        await super().start(link)
+        self._report = StateReporter(link, self.topics.update_state, self.device_id, self.slots,
+                                     self.control.configured_model, self.settings.progress_interval_s)
+        self.subscribe(self.offer_topics(), 1, OFFER_INBOX, self._offer_from_mqtt)
+        self._chunks = ChunkInbox(self.inbox(4096), 2 * self.settings.window_bytes + MAX_CHUNK_SIZE)
+        link.subscribe(self.topics.update_chunks, 1, self._chunks)
+        self.spawn(self._updates_forever(), "update-worker")
         if self._pause_at:
             logger.warning("update_test_pause_enabled", step=self._pause_at)
         logger.info("update_service_started", offers=self.offer_topics())
@@ -92,20 +99,11 @@ class UpdateService:
     async def stop(self) -> None:
         if self._clock_recheck is not None:
             self._clock_recheck.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await super().stop()
 
     # ---- offers ------------------------------------------------------------------------------
-    async def _offers_forever(self) -> None:
-        assert self._offers is not None
-        while True:
-            message = await self._offers.get()
-            try:
-                await self.handle_offer(message.payload)
-            except Exception:  # the listener must survive any one offer
-                logger.exception("update_offer_failed", topic=message.topic)
+    async def _offer_from_mqtt(self, message: InboundMessage) -> None:
+        await self.handle_offer(message.payload)
 
     async def handle_offer(self, envelope: bytes) -> None:
         """Verify (in the brief's order; the version is persisted before anything is downloaded) and queue."""
@@ -128,7 +126,7 @@ class UpdateService:
         if self._clock_recheck is not None:
             self._clock_recheck.cancel()  # only the latest offer waiting for the clock matters
         self._clock_recheck = asyncio.get_running_loop().call_later(
-            self.settings.retry_after_s, lambda: self._tasks.append(asyncio.create_task(self.handle_offer(envelope))))
+            self.settings.retry_after_s, lambda: self.spawn(self.handle_offer(envelope), "update-offer-recheck"))
 
     def _seen_again(self, manifest: ReleaseManifest, envelope: bytes) -> None:
         """The latest accepted manifest once more (a retained offer after a reconnect): usually nothing to do."""
@@ -211,7 +209,7 @@ class UpdateService:
             if record is None:
                 await self._pause("verified")
                 record = self._begin(manifest, envelope)
-            self._updater = Updater(self.settings, self.journal, self.slots, self.host, self.report,
+            self._updater = Updater(self.settings, self.journal, self.slots, self.core, self.report,
                                     self.report.progress, self._pause, self.engine_factory)
             await self._updater.run(manifest, record, self._send_pull, self._receive_chunk, self._gate)
         except UpdateError as exc:
@@ -235,7 +233,7 @@ class UpdateService:
 
     def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
         pointer = self.slots.read_pointer()
-        serving = self.slots.model_path(pointer) if pointer is not None else Path(self.host.model_path)
+        serving = self.slots.model_path(pointer) if pointer is not None else self.control.configured_model
         artifact = manifest.artifacts[0]
         record = UpdateRecord(channel=manifest.channel, version=manifest.version,
                               payload_sha256=payload_sha256(envelope), artifact=artifact,
@@ -260,6 +258,6 @@ class UpdateService:
     def _gate(self) -> str | None:
         if not self.link.is_connected:
             return "offline"
-        if not self.host.core.profile.updates.allow_downloads:
+        if not self.control.downloads_allowed():
             return "profile"
         return None

@@ -99,7 +99,9 @@ def resolve_active_model(state_dir: Path) -> Path | None:
     update = journal.load().update if journal.path.exists() else None
     if update is not None and update.step == "switched":
         slots.write_pointer(update.previous)
-        journal.record(update.at("rolled_back", "interrupted", "stopped before the health check passed"))
+        journal.record(update.at("rolled_back", "interrupted",
+                                 "the daemon stopped (crashed, was killed or lost power) while the new model was "
+                                 "on trial, before its health check passed; back on the previous model"))
         logger.warning("update_rolled_back_at_start", channel=update.channel, version=update.version)
         pointer = update.previous
     elif update is not None and update.step in BEFORE_SWITCH and pointer != update.previous:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -20,18 +20,11 @@ from edged.fleet.settings import UpdateSettings
 from edged.fleet.slots import Slots
 from edged.fleet.transfer import ChunkTransfer, Gate, Receive, SendPull
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent
+from edged.ports import ModelCorePort
 
 logger = structlog.get_logger(__name__)
 
 BUSY_RETRY_S = 0.5  # the health check waits politely when the queue is full
-
-
-class UpdateHost(Protocol):
-    """What the daemon lends the updater."""
-
-    core: Any  # swap_engine(engine) -> ModelInfo, submit(request, transport=, peer=) -> Job, profile
-    worker: Any  # .info: the ModelInfo serving now, or None
-    model_path: Path  # the model the daemon started with
 
 
 class Reporter(Protocol):
@@ -50,14 +43,14 @@ class Updater:
     reason ``transfer`` when the download ran out of retries, leaving the journal at ``downloading``.
     """
 
-    def __init__(self, settings: UpdateSettings, journal: Journal, slots: Slots, host: UpdateHost,
+    def __init__(self, settings: UpdateSettings, journal: Journal, slots: Slots, core: ModelCorePort,
                  report: Reporter, progress: ProgressHook, pause: PauseHook,
                  engine_factory: Callable[[Path], Engine] = create_engine) -> None:
         self.settings = settings
         self._engine_factory = engine_factory
         self.journal = journal
         self.slots = slots
-        self.host = host
+        self.core = core
         self._report = report
         self._progress = progress
         self._pause = pause
@@ -159,9 +152,10 @@ class Updater:
         started = time.monotonic()
         self._report("installing", record, detail="health check")
         try:
-            await self.host.core.swap_engine(self._engine_factory(model))
+            await self.core.swap_engine(self._engine_factory(model))
         except EngineError as exc:
             return "load", str(exc)[:300]
+        await self._pause("health_check")  # the new model is loaded and on trial
         request = ChatRequest(messages=[ChatMessage(role="user", content=prompt)],
                               max_tokens=check.max_tokens if check else 16, priority="interactive")
         while True:
@@ -169,7 +163,7 @@ class Updater:
             if left_ms <= 0:
                 return "timeout", f"no answer within {timeout_s} s"
             try:
-                job = self.host.core.submit(request.model_copy(update={"deadline_ms": left_ms}),
+                job = self.core.submit(request.model_copy(update={"deadline_ms": left_ms}),
                                             transport="update", peer="health-check")
                 break
             except Busy:
@@ -194,7 +188,7 @@ class Updater:
         self.slots.write_pointer(record.previous)
         record = self._advance(record, "rolled_back", reason, detail)
         try:
-            await self.host.core.swap_engine(self._engine_factory(Path(record.previous_model)))
+            await self.core.swap_engine(self._engine_factory(Path(record.previous_model)))
         except EngineError as exc:
             logger.error("previous_model_failed_to_load", model=record.previous_model, error=str(exc))
         self._report("rolled_back", record, reason=reason, detail=detail)

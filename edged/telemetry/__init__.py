@@ -1,7 +1,7 @@
 """Telemetry: request metrics, typed records, the SQLite store-and-forward spool and procfs readings."""
 
 from edged.telemetry.compose import PowerState, device_record, request_record
-from edged.telemetry.metrics import LogHistogram, Metrics, MetricsSnapshot, RequestStats
+from edged.telemetry.metrics import LogHistogram, Metrics, MetricsSnapshot
 from edged.telemetry.records import (
     SCHEMA,
     DeviceMessage,
@@ -19,6 +19,6 @@ from edged.telemetry.spool import MAX_RECORD_BYTES, RecordTooLarge, Spool, Spool
 __all__ = [
     "MAX_RECORD_BYTES", "SCHEMA", "DeviceMessage", "DeviceRecord", "LogHistogram", "Metrics", "MetricsSnapshot",
     "PowerState", "ProcSampler", "ProcessSample", "RecordTooLarge", "RequestMessage", "RequestRecord",
-    "RequestStats", "Spool", "SpoolError", "SpoolStats", "SpooledMessage", "TelemetryRecord", "decode_message",
+    "Spool", "SpoolError", "SpoolStats", "SpooledMessage", "TelemetryRecord", "decode_message",
     "device_record", "encode_message", "record_body", "request_record",
 ]

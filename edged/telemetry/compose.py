@@ -2,45 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import structlog
 
-from edged.telemetry.metrics import HistogramSummary, MetricsSnapshot, RequestStats
+from edged.state import PowerState
+from edged.summary import RequestSummary
+from edged.telemetry.metrics import HistogramSummary, MetricsSnapshot
 from edged.telemetry.records import DeviceRecord, LatencySummary, RequestRecord
 from edged.telemetry.sampler import ProcessSample
 from edged.telemetry.spool import SpoolStats
 
+__all__ = ["PowerState", "device_record", "request_record"]
+
 logger = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class PowerState:
-    """The power side of a device record; energy figures always name their source and scope."""
-
-    temperature_cel: float | None = None
-    temperature_source: str | None = None
-    throttled_flags: int | None = None
-    power_w: float | None = None
-    energy_j: float | None = None
-    energy_source: str | None = None
-    energy_scope: str | None = None
-
-
-def request_record(stats: RequestStats, *, device_id: str, time_unix_ms: int) -> RequestRecord:
-    """The ``edged.request`` record of one finished request; raises ``ValidationError`` on bad stats."""
+def request_record(summary: RequestSummary, *, device_id: str, time_unix_ms: int) -> RequestRecord:
+    """The ``edged.request`` record of one finished request; raises ``ValidationError`` on bad figures."""
+    measured = summary.ok  # a failed request's queue, latency and energy figures are not its own
+    energy = summary.energy_j if measured else None
     per_token = None
-    if stats.energy_j is not None and stats.output_tokens > 0:
-        per_token = stats.energy_j / stats.output_tokens
+    if energy is not None and summary.output_tokens > 0:
+        per_token = energy / summary.output_tokens
     return RequestRecord(
-        device_id=device_id, time_unix_ms=time_unix_ms, outcome=stats.outcome,  # type: ignore[arg-type]
-        transport=stats.transport, priority=stats.priority, profile=stats.profile,
-        reject_reason=stats.reject_reason, queue_time_ms=stats.queue_ms, time_to_first_token_ms=stats.ttft_ms,
-        duration_ms=stats.duration_ms, decode_tokens_per_s=stats.decode_tokens_per_s,
-        input_tokens=stats.input_tokens, output_tokens=stats.output_tokens, energy_j=stats.energy_j,
+        device_id=device_id, time_unix_ms=time_unix_ms, outcome=summary.outcome,  # type: ignore[arg-type]
+        transport=summary.transport, priority=summary.priority, profile=summary.profile,
+        reject_reason=summary.reject_reason, queue_time_ms=summary.queue_time_ms if measured else None,
+        time_to_first_token_ms=summary.time_to_first_token_ms if measured else None,
+        duration_ms=summary.duration_ms, decode_tokens_per_s=summary.decode_tokens_per_s if measured else None,
+        input_tokens=summary.input_tokens, output_tokens=summary.output_tokens, energy_j=energy,
         energy_j_per_token=per_token,
-        energy_source=stats.energy_source if stats.energy_j is not None else None,
-        energy_scope=stats.energy_scope if stats.energy_j is not None else None,
+        energy_source=summary.energy_source if energy is not None else None,
+        energy_scope=summary.energy_scope if energy is not None else None,
     )
 
 

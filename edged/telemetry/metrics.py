@@ -7,10 +7,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, TypedDict
 
 import structlog
+
+from edged.summary import RequestSummary
 
 logger = structlog.get_logger(__name__)
 
@@ -50,30 +51,6 @@ class MetricsSnapshot(TypedDict):
     gauges: dict[str, float]
     histograms: dict[str, HistogramSummary]
     window_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class RequestStats:
-    """What the core knows about one finished request (including one refused at admission).
-
-    ``outcome`` is ``ok`` or the wire error code; times are milliseconds; ``None`` means not measured
-    (no token was produced, no energy source). Energy carries its source (sensor name or ``estimate``).
-    """
-
-    outcome: str
-    transport: str
-    priority: str
-    profile: str
-    queue_ms: float | None = None
-    ttft_ms: float | None = None
-    duration_ms: float | None = None
-    decode_tokens_per_s: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    energy_j: float | None = None
-    energy_source: str | None = None
-    energy_scope: str | None = None
-    reject_reason: str | None = None
 
 
 class LogHistogram:
@@ -197,7 +174,7 @@ class Metrics:
         self._histograms = _histograms()
         self._window_start = clock()
 
-    def record_request(self, stats: RequestStats) -> None:
+    def record_request(self, stats: RequestSummary) -> None:
         """Count one finished request; O(1), a handful of additions under one lock."""
         with self._lock:
             self._requests.add(stats.outcome)
@@ -207,7 +184,8 @@ class Metrics:
             self._output_tokens += max(stats.output_tokens, 0)
             if stats.energy_j is not None and math.isfinite(stats.energy_j) and stats.energy_j > 0:
                 self._energy_j += stats.energy_j
-            for name, value in (("queue_time_ms", stats.queue_ms), ("time_to_first_token_ms", stats.ttft_ms),
+            for name, value in (("queue_time_ms", stats.queue_time_ms),
+                                ("time_to_first_token_ms", stats.time_to_first_token_ms),
                                 ("duration_ms", stats.duration_ms),
                                 ("decode_tokens_per_s", stats.decode_tokens_per_s)):
                 if value is not None:

@@ -15,9 +15,11 @@ from typing import Any, Callable
 
 import structlog
 
-from edged.job import RequestSummary
-from edged.telemetry.compose import PowerState, device_record, request_record
-from edged.telemetry.metrics import Metrics, RequestStats
+from edged.mqtt.feature import LinkPort, MqttFeature
+from edged.state import DeviceState, PowerState
+from edged.summary import RequestSummary
+from edged.telemetry.compose import device_record, request_record
+from edged.telemetry.metrics import Metrics
 from edged.telemetry.sampler import ProcSampler
 from edged.telemetry.spool import Spool, SpoolError
 
@@ -27,21 +29,12 @@ BATCH = 100
 MAX_IN_FLIGHT = 200  # stay under the link's max_queued_messages
 
 
-def stats_from_summary(summary: RequestSummary) -> RequestStats:
-    measured = summary.outcome == "ok"
-    return RequestStats(
-        outcome=summary.outcome, transport=summary.transport, priority=summary.priority, profile=summary.profile,
-        queue_ms=summary.queue_ms if measured else None, ttft_ms=summary.ttft_ms if measured else None,
-        duration_ms=summary.total_ms, decode_tokens_per_s=summary.decode_tokens_per_s if measured else None,
-        input_tokens=summary.prompt_tokens, output_tokens=summary.completion_tokens,
-        energy_j=summary.energy_j if measured else None, energy_source=summary.energy_source if measured else None,
-        energy_scope=summary.energy_scope if measured else None)
+class TelemetryPublisher(MqttFeature):
+    name = "mqtt-telemetry"
 
-
-class TelemetryPublisher:
-    def __init__(self, link: Any, topic: str, spool: Spool, metrics: Metrics, device_id: str, interval_s: float,
-                 power_state: Callable[[], PowerState], device_state: Callable[[], dict[str, Any]]) -> None:
-        self._link = link
+    def __init__(self, topic: str, spool: Spool, metrics: Metrics, device_id: str, interval_s: float,
+                 power_state: Callable[[], PowerState], device_state: Callable[[], DeviceState]) -> None:
+        super().__init__()
         self._topic = topic
         self._spool = spool
         self.metrics = metrics
@@ -56,17 +49,12 @@ class TelemetryPublisher:
         self._failed: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def start(self, link: LinkPort) -> None:
+        await super().start(link)
         self._loop = asyncio.get_running_loop()
-        self._tasks = [asyncio.create_task(self._flush_forever(), name="telemetry-flush"),
-                       asyncio.create_task(self._device_records_forever(), name="telemetry-device")]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.spawn(self._flush_forever(), "telemetry-flush")
+        self.spawn(self._device_records_forever(), "telemetry-device")
 
     # ---- called from paho's network thread -----------------------------------------------------
     def on_connect(self) -> None:
@@ -93,11 +81,10 @@ class TelemetryPublisher:
 
     # ---- the event loop side -------------------------------------------------------------------
     def on_request(self, summary: RequestSummary) -> None:
-        """Core observer: once per finished request."""
-        stats = stats_from_summary(summary)
-        self.metrics.record_request(stats)
-        record = request_record(stats, device_id=self._device_id, time_unix_ms=int(time.time() * 1000))
-        asyncio.get_running_loop().create_task(self._append(record))
+        """`request_finished` listener: once per finished request."""
+        self.metrics.record_request(summary)
+        record = request_record(summary, device_id=self._device_id, time_unix_ms=int(time.time() * 1000))
+        self.spawn(self._append(record), "telemetry-append")
 
     async def _append(self, record: Any) -> None:
         try:
@@ -121,15 +108,15 @@ class TelemetryPublisher:
         if self._failed:
             self._cursor = min(self._cursor, min(self._failed) - 1)
             self._failed.clear()
-        while self._link.is_connected and len(self._in_flight) < MAX_IN_FLIGHT:
+        while self.link.is_connected and len(self._in_flight) < MAX_IN_FLIGHT:
             batch = await asyncio.to_thread(self._spool.pending, BATCH, self._cursor)
             if not batch:
                 return
             for message in batch:
-                if not self._link.is_connected or len(self._in_flight) >= MAX_IN_FLIGHT:
+                if not self.link.is_connected or len(self._in_flight) >= MAX_IN_FLIGHT:
                     return
                 self._in_flight.add(message.seq)
-                handle = self._link.publish(self._topic, message.payload, qos=1)
+                handle = self.link.publish(self._topic, message.payload, qos=1)
                 self._cursor = message.seq
                 handle.on_ack(lambda h, seq=message.seq: self._acked(seq, h))
 
@@ -149,5 +136,5 @@ class TelemetryPublisher:
             device_id=self._device_id, time_unix_ms=int(time.time() * 1000),
             uptime_s=time.monotonic() - self._started, sample=self._sampler.sample(),
             metrics=self.metrics.snapshot(reset_histograms=True), spool=self._spool.stats(),
-            power=self._power_state(), queue_depth=state["queue_depth"], profile=state["profile"],
-            governor_reason=state["governor_reason"][:200])
+            power=self._power_state(), queue_depth=state.queue_depth, profile=state.profile,
+            governor_reason=state.governor_reason[:200])

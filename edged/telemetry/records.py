@@ -18,7 +18,12 @@ MAX_JOULES: Final = 1e12
 MAX_BYTES: Final = 2**50
 MAX_LABELLED: Final = 64
 
+# Energy over a window in which the meter switched sensors names them all, "+"-joined and sorted
+# (power/energy.py `EnergyReport.source`); every part is a label.
+ENERGY_SOURCE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}(\+[A-Za-z0-9_.:-]{1,64}){0,15}$"
+
 Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
+EnergySource = Annotated[str, Field(pattern=ENERGY_SOURCE_PATTERN, max_length=512)]
 Outcome = Literal["ok", "bad_request", "unauthorized", "busy", "deadline_exceeded", "cancelled",
                   "model_unavailable", "internal"]
 
@@ -77,7 +82,7 @@ class RequestRecord(_RecordBase):
                                    description="J spent on this request")
     energy_j_per_token: float | None = Field(None, ge=0, le=MAX_JOULES, **_wire("edged.request.energy_j_per_token"),
                                              description="energy_j / output tokens")
-    energy_source: Label | None = Field(None, **_wire("edged.energy.source"),
+    energy_source: EnergySource | None = Field(None, **_wire("edged.energy.source"),
                                         description="sensor name, or estimate")
     energy_scope: Label | None = Field(None, **_wire("edged.energy.scope"),
                                        description="what the sensor covers, e.g. board_input, soc_rails")
@@ -128,7 +133,7 @@ class DeviceRecord(_RecordBase):
     power_w: float | None = Field(None, ge=0, le=1e6, **_wire("hw.power"), description="instant power, W")
     energy_j: float | None = Field(None, ge=0, le=MAX_JOULES, **_wire("hw.energy"),
                                    description="cumulative energy counter, J")
-    energy_source: Label | None = Field(None, **_wire("edged.energy.source"),
+    energy_source: EnergySource | None = Field(None, **_wire("edged.energy.source"),
                                         description="sensor name of hw.power/hw.energy, or estimate")
     energy_scope: Label | None = Field(None, **_wire("edged.energy.scope"), description="what the sensor covers")
     queue_depth: int = Field(ge=0, le=1_000_000, **_wire("edged.queue.depth"), description="queued requests")

@@ -6,7 +6,6 @@ answer is one sealed FINAL chunk on the request's authenticated response topic. 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Callable, Literal
 
@@ -14,7 +13,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edged.validation import describe_validation_error
-from edged.errors import BadRequest, EnvelopeRejected, RequestError, Unauthorized
+from edged.errors import BadRequest, ClockNotSynchronised, EnvelopeRejected, RequestError, Unauthorized
+from edged.mqtt.feature import LinkPort, MqttFeature
+from edged.mqtt.inbound import InboundMessage
+from edged.ports import ControlPort, ExchangePort, GatewayPort
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -53,39 +55,31 @@ def parse_command(body: bytes) -> Command:
         raise BadRequest(describe_validation_error(exc, "command", separator="; ")) from None
 
 
-class MqttCommands:
-    def __init__(self, link: Any, topics: DeviceTopics, gateway: Any,
-                 on_profile: Callable[[str], dict[str, Any]], on_status: Callable[[], dict[str, Any]]) -> None:
-        self._link = link
+class MqttCommands(MqttFeature):
+    name = "mqtt-commands"
+
+    def __init__(self, topics: DeviceTopics, gateway: GatewayPort, control: ControlPort,
+                 on_status: Callable[[], None] | None = None) -> None:
+        super().__init__()
         self._topics = topics
         self._gateway = gateway
-        self._on_profile = on_profile
-        self._on_status = on_status
-        self._inbox: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._control = control
+        self._on_status = on_status  # the session republishes the birth status on a status command
         self.dropped = 0
 
-    async def start(self) -> None:
-        self._inbox = self._link.inbox(asyncio.get_running_loop(), 64)
-        self._link.subscribe(self._topics.commands, 1, self._inbox)
-        self._reader = asyncio.create_task(self._read_forever(), name="mqtt-commands")
+    async def start(self, link: LinkPort) -> None:
+        await super().start(link)
+        self.subscribe(self._topics.commands, 1, 64, self._command_from_mqtt)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.stop()
 
-    async def _read_forever(self) -> None:
-        while True:
-            message = await self._inbox.get()
-            try:
-                self._command_from_mqtt(message)
-            except Exception:
-                logger.exception("mqtt command handling failed")
-
-    def _command_from_mqtt(self, message: Any) -> None:
+    def _command_from_mqtt(self, message: InboundMessage) -> None:
         try:
             exchange = self._gateway.open(message.payload, message.topic)
+        except ClockNotSynchronised as exc:  # authenticated: told why, sealed
+            self._reply(exc.exchange, exc.answer().to_wire(), error=True)  # type: ignore[arg-type]
+            return
         except EnvelopeRejected:
             self.dropped += 1
             return
@@ -96,11 +90,17 @@ class MqttCommands:
             self._gateway.check_rate(exchange)
             command = parse_command(exchange.opened.body)
             logger.info("mqtt command", command=command.command, client=exchange.client_label)
-            reply = (self._on_profile(command.set) if isinstance(command, ProfileCommand) else self._on_status())
+            reply = (self._control.override_profile(command.set, "remote") if isinstance(command, ProfileCommand)
+                     else self._status())
             self._reply(exchange, {"ok": True, **reply}, error=False)
         except RequestError as exc:
             self._reply(exchange, exc.to_wire(), error=True)
 
-    def _reply(self, exchange: Any, obj: dict[str, Any], error: bool) -> None:
-        self._link.publish(exchange.resp_topic, exchange.seal(obj, final=True, error=error), qos=1,
+    def _status(self) -> dict[str, Any]:
+        if self._on_status is not None:
+            self._on_status()
+        return self._control.status()
+
+    def _reply(self, exchange: ExchangePort, obj: dict[str, Any], error: bool) -> None:
+        self.link.publish(exchange.resp_topic, exchange.seal(obj, final=True, error=error), qos=1,
                            correlation_data=exchange.opened.req_id)

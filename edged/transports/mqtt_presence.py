@@ -10,12 +10,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
 from edged import __version__
+from edged.mqtt.feature import MqttFeature
 from edged.mqtt.publishing import StatusMessage
+from edged.ports import ControlPort
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -23,15 +25,15 @@ logger = structlog.get_logger(__name__)
 CAPABILITIES = ("sealed-requests", "e2e-v1", "telemetry", "commands", "updates")
 
 
-class Presence:
-    def __init__(self, topics: DeviceTopics, state_dir: Path, describe: Callable[[], dict[str, Any]],
-                 prekey_record: Callable[[], bytes]) -> None:
+class Presence(MqttFeature):
+    name = "mqtt-presence"
+
+    def __init__(self, topics: DeviceTopics, state_dir: Path, control: ControlPort) -> None:
+        super().__init__()
         self._topics = topics
         self._bdseq_file = state_dir / "mqtt-bdseq"
-        self._describe = describe
-        self._prekey_record = prekey_record
-        self.bdseq = self._read_bdseq()
-        self.link: Any = None
+        self._control = control
+        self.bdseq: int | None = None  # read at the first connection attempt, not here
 
     def _read_bdseq(self) -> int:
         try:
@@ -45,7 +47,7 @@ class Presence:
 
     def next_will(self) -> StatusMessage:
         """Called before every connection attempt: a new bdseq, persisted, and the will that carries it."""
-        self.bdseq += 1
+        self.bdseq = (self._read_bdseq() if self.bdseq is None else self.bdseq) + 1
         tmp = self._bdseq_file.with_suffix(".tmp")
         try:
             tmp.write_text(str(self.bdseq))
@@ -56,16 +58,16 @@ class Presence:
 
     def birth(self) -> None:
         """On every connect: the retained `online` status and the current prekey record."""
-        if self.link is None:
+        if self._link is None:
             return
-        self.link.publish(self._topics.status, self._status("online", version=__version__,
-                                                            capabilities=list(CAPABILITIES), **self._describe()),
-                          qos=1, retain=True)
+        online = self._status("online", version=__version__, capabilities=list(CAPABILITIES),
+                              **self._control.describe())
+        self._link.publish(self._topics.status, online, qos=1, retain=True)
         self.publish_prekey()
 
     def publish_prekey(self) -> None:
-        if self.link is not None:
-            self.link.publish(self._topics.prekey, self._prekey_record(), qos=1, retain=True)
+        if self._link is not None:
+            self._link.publish(self._topics.prekey, self._control.prekey_record(), qos=1, retain=True)
 
     def stopped_message(self) -> StatusMessage:
         return StatusMessage(topic=self._topics.status, payload=self._status("stopped", version=__version__),

@@ -9,15 +9,17 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import structlog
 
 from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
-from edged.messages import ChatRequest, error_object, parse_request
+from edged.messages import error_object, parse_request
 from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
                                       parse_json_object, read_frame)
-from edged.transports.relay import relay_events
+from edged.job import Job
+from edged.ports import CorePort, GatewayPort
+from edged.transports.relay import Send, relay_events
 
 logger = structlog.get_logger(__name__)
 
@@ -34,24 +36,13 @@ class Peer:
         return f"uid={self.uid},gid={self.gid},pid={self.pid}"
 
 
-class SealedExchange(Protocol):
-    request_id: str
-    client_label: str
+class LocalControl(Protocol):
+    """What the socket's control ops ask of the device (``control.DeviceControl``)."""
 
-    def seal(self, obj: dict[str, Any], *, final: bool, error: bool = False) -> bytes: ...
-
-
-class SealedGateway(Protocol):
-    def open(self, data: bytes, request_topic: str) -> SealedExchange: ...
-    def admit(self, exchange: Any) -> ChatRequest: ...
-
-
-ControlHandler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
-
-
-class CoreLike(Protocol):
-    def submit(self, request: ChatRequest, *, transport: str, peer: str, client: str | None = None,
-               request_id: str | None = None) -> Any: ...
+    def status(self) -> dict[str, Any]: ...
+    def override_profile(self, name: str, source: str) -> dict[str, Any]: ...
+    def prekey_reply(self) -> dict[str, str]: ...
+    def model_name(self) -> str: ...
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -81,9 +72,9 @@ def remove_stale_socket(path: Path) -> None:
 
 
 class UnixSocketTransport:
-    def __init__(self, path: Path, core: CoreLike, *, mode: int, max_frame: int, max_connections: int,
-                 plaintext_uids: set[int], plaintext_gids: set[int], model_name: Callable[[], str],
-                 control: dict[str, ControlHandler], sealed: SealedGateway | None = None) -> None:
+    def __init__(self, path: Path, core: CorePort, *, mode: int, max_frame: int, max_connections: int,
+                 plaintext_uids: set[int], plaintext_gids: set[int], control: LocalControl,
+                 sealed: GatewayPort | None = None) -> None:
         self.path = path
         self._core = core
         self._mode = mode
@@ -91,8 +82,9 @@ class UnixSocketTransport:
         self._max_connections = max_connections
         self._plaintext_uids = plaintext_uids
         self._plaintext_gids = plaintext_gids
-        self._model_name = model_name
         self.control = control
+        self._ops: dict[str, Callable[[dict[str, Any], Peer], dict[str, Any]]] = {
+            "status": self._op_status, "profile": self._op_profile, "prekey": self._op_prekey}
         self.sealed = sealed
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -201,10 +193,24 @@ class UnixSocketTransport:
     async def _control(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer) -> None:
         message = parse_json_object(payload, "control message")
         op = message.get("op")
-        handler = self.control.get(op) if isinstance(op, str) else None
+        handler = self._ops.get(op) if isinstance(op, str) else None
         if handler is None:
-            raise BadRequest(f"unknown control op {op!r}; known: {', '.join(sorted(self.control))}")
-        await self._send(writer, KIND_CONTROL, await handler(message, peer))
+            raise BadRequest(f"unknown control op {op!r}; known: {', '.join(sorted(self._ops))}")
+        await self._send(writer, KIND_CONTROL, handler(message, peer))
+
+    def _op_status(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self.control.status()
+
+    def _op_prekey(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return dict(self.control.prekey_reply())
+
+    def _op_profile(self, message: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        name = message.get("set")
+        if set(message) - {"op", "set"} or not isinstance(name, str):
+            raise BadRequest('profile op takes {"op": "profile", "set": NAME}')
+        if peer.uid not in (0, os.getuid()):
+            raise Unauthorized("only root or the daemon's user may change the profile")
+        return self.control.override_profile(name, "local")
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
         return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
@@ -241,10 +247,10 @@ class UnixSocketTransport:
             return
         await self._stream(closed, job, send)
 
-    async def _stream(self, closed: asyncio.Event, job: Any, send: Any) -> None:
+    async def _stream(self, closed: asyncio.Event, job: Job, send: Send) -> None:
         """Relay the job's events; if the client hangs up first, cancel the request at the next token."""
         hangup = asyncio.create_task(closed.wait(), name=f"hangup-{job.request_id}")
-        relay = asyncio.create_task(relay_events(job, self._model_name(), send), name=f"relay-{job.request_id}")
+        relay = asyncio.create_task(relay_events(job, self.control.model_name(), send), name=f"relay-{job.request_id}")
         try:
             done, _ = await asyncio.wait({hangup, relay}, return_when=asyncio.FIRST_COMPLETED)
             if relay not in done:

@@ -1,7 +1,9 @@
 """llama-server and llama-bench, built once from the llama.cpp that the installed llama-cpp-python vendors.
 
-Building from the sdist of the *installed* version means the baselines run exactly the llama.cpp code
-that edged itself runs through llama-cpp-python, so any difference is edged's, not llama.cpp's.
+Building from the sdist of the *installed* version, with the same CPU flags as the installed engine
+(scripts/build-engine: portable run-time dispatch by default, native with EDGED_NATIVE=1), means the
+baselines run exactly the llama.cpp code and kernels that edged itself runs, so any difference is
+edged's, not llama.cpp's; a native peer would also die with SIGILL on CPUs whose AMX it cannot use.
 The build lives in bench-work/ and is reused while its recorded version and options still match.
 """
 
@@ -19,6 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
+import enginebuild  # scripts/build-engine: the engine's own CPU flags and variant list
 from benchlib import procs
 from benchlib.settings import VENV_PYTHON, WORK_DIR
 
@@ -27,7 +30,6 @@ Logger = Callable[[str], None]
 TARGETS = ("llama-server", "llama-bench")
 CMAKE_OPTIONS = (
     "-DCMAKE_BUILD_TYPE=Release",
-    "-DBUILD_SHARED_LIBS=OFF",          # self-contained binaries: no clash with the venv's libllama.so
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",              # loopback HTTP only
     "-DLLAMA_BUILD_UI=OFF",             # the web UI needs npm ...
@@ -50,6 +52,7 @@ class LlamaCppBuild:
     build_seconds: float           # of the build that made these binaries (cached builds keep it)
     built_at: str
     options: list[str]
+    flavour: str = "portable"   # the engine's CPU flags: portable run-time dispatch, or native
     reused: bool = False
 
     def binary(self, name: str) -> Path:
@@ -60,28 +63,53 @@ def installed_llama_cpp_python_version() -> str:
     return version("llama_cpp_python")
 
 
-def ensure_built(log: Logger = print) -> LlamaCppBuild:
-    """Return the llama.cpp binaries, downloading the sdist and building them the first time."""
+def installed_flavour() -> str:
+    """`portable` when the installed engine carries CPU variant modules, else `native`."""
+    from edged.engines.llama_backend import cpu_backend  # noqa: PLC0415
+
+    return "portable" if cpu_backend().available_variants else "native"
+
+
+def cpu_options(flavour: str) -> tuple[str, ...]:
+    """The engine's own CPU flags (scripts/build-engine), plus how the binaries link for that flavour."""
+    if flavour == "portable":
+        # Run-time dispatch needs ggml as shared libraries; the binaries find them by their build RPATH.
+        return (*enginebuild.PORTABLE_FLAGS, "-DGGML_OPENMP=OFF", "-DBUILD_SHARED_LIBS=ON")
+    return (*enginebuild.NATIVE_FLAGS, "-DGGML_OPENMP=OFF", "-DBUILD_SHARED_LIBS=OFF")
+
+
+def ensure_built(log: Logger = print, flavour: str | None = None,
+                 targets: tuple[str, ...] = TARGETS) -> LlamaCppBuild:
+    """Return the llama.cpp binaries, downloading the sdist and building them the first time.
+
+    ``flavour`` is `portable` or `native`; by default the installed engine's.
+    """
     wanted = installed_llama_cpp_python_version()
-    build_dir = WORK_DIR / f"llama.cpp-build-{wanted}"
+    flavour = flavour or installed_flavour()
+    options = [*CMAKE_OPTIONS, *cpu_options(flavour)]
+    build_dir = WORK_DIR / f"llama.cpp-build-{wanted}-{flavour}"
     stamp = build_dir / "bench-build.json"
     cached = _read_stamp(stamp)
-    if cached and cached.options == list(CMAKE_OPTIONS) and all(cached.binary(t).exists() for t in TARGETS):
+    if cached and cached.options == options and all(cached.binary(t).exists() for t in targets):
         cached.reused = True
-        log(f"llama.cpp: reusing the build in {build_dir} (built in {cached.build_seconds:.0f} s)")
+        log(f"llama.cpp: reusing the {flavour} build in {build_dir} (built in {cached.build_seconds:.0f} s)")
         return cached
     source_root = fetch_sdist(wanted, log)
+    llama_cpp_dir = source_root / "vendor" / "llama.cpp"
+    if flavour == "portable":
+        enginebuild.drop_variants(llama_cpp_dir, enginebuild.host_arch())
     commit = llama_cpp_commit(source_root, wanted)
     started = time.monotonic()
-    _cmake(["cmake", "-S", str(source_root / "vendor" / "llama.cpp"), "-B", str(build_dir), *CMAKE_OPTIONS,
+    log(f"llama.cpp: building {', '.join(targets)} ({flavour}: {' '.join(cpu_options(flavour))})")
+    _cmake(["cmake", "-S", str(llama_cpp_dir), "-B", str(build_dir), *options,
             f"-DLLAMA_BUILD_COMMIT={commit}"], build_dir, "configure", log)
     jobs = str(os.cpu_count() or 2)
-    _cmake(["cmake", "--build", str(build_dir), "--config", "Release", "-j", jobs, "--target", *TARGETS],
+    _cmake(["cmake", "--build", str(build_dir), "--config", "Release", "-j", jobs, "--target", *targets],
            build_dir, "build", log)
     result = LlamaCppBuild(llama_cpp_python_version=wanted, llama_cpp_commit=commit,
                            bin_dir=str(build_dir / "bin"), build_seconds=round(time.monotonic() - started, 1),
-                           built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), options=list(CMAKE_OPTIONS))
-    missing = [t for t in TARGETS if not result.binary(t).exists()]
+                           built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), options=options, flavour=flavour)
+    missing = [t for t in targets if not result.binary(t).exists()]
     if missing:
         raise BuildError(f"the build finished but {', '.join(missing)} is missing from {result.bin_dir}")
     stamp.write_text(json.dumps(asdict(result), indent=2))

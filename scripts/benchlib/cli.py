@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from benchlib.load_monitor import START_LOADAVG_LIMIT, LoadMonitor, load_average
 from benchlib.machine import machine_info, software_versions
 from benchlib.model_update import measure_model_update
 from benchlib.plots import draw_all, matplotlib_missing
+from benchlib.portable_native import measure_portable_vs_native
 from benchlib.prompts import CHAT_PROMPTS
 from benchlib.report import failures, print_summary, write_markdown
 from benchlib.scenarios import SCENARIOS
@@ -154,6 +156,16 @@ def run(settings: BenchSettings, command: str) -> int:
                     log(f"    {test['test']}: {test['tokens_per_s']['median']:.1f} tok/s (median)")
             except RuntimeError as exc:
                 results["llama_bench"] = {"error": str(exc)}
+                log(f"    FAILED: {exc}")
+        if build and LLAMA_BENCH in settings.targets:
+            log("\n== portable vs native engine build ==")
+            try:
+                results["portable_vs_native"] = measure_portable_vs_native(
+                    model, engine, settings.tokens, rounds=1 if settings.quick else 3, log=log)
+                for key, value in results["portable_vs_native"]["ratios"].items():
+                    log(f"    {key}: portable/native = {value:.3f}")
+            except (BuildError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                results["portable_vs_native"] = {"error": str(exc)}
                 log(f"    FAILED: {exc}")
         context = TargetContext(settings=settings, model_path=model, engine=engine,
                                 llama_cpp_bin=Path(build.bin_dir) if build else None, run_dir=run_dir)

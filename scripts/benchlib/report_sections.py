@@ -175,3 +175,28 @@ def skipped_section(results: dict[str, Any]) -> list[str]:
     if not skipped:
         return []
     return ["### Skipped targets", "", *(f"- **{item['label']}**: {item['reason']}" for item in skipped.values())]
+
+
+def portable_native_section(results: dict[str, Any]) -> list[str]:
+    """Portable engine build (the default) against a -march=native one, same machine, alternating runs."""
+    data = results.get("portable_vs_native")
+    if not data:
+        return []
+    if "error" in data:
+        return ["### Portable vs native engine build", "", f"Not measured: {data['error']}"]
+    rows = []
+    for key, label in (("edged_decode_tokens_per_s", "edged engine decode"),
+                       ("llama_bench_tg_tokens_per_s", "llama-bench tg")):
+        ratio = data["ratios"][key]
+        rows.append([label, num(data["portable"][f"{key}_median"]), num(data["native"][f"{key}_median"]),
+                     f"{ratio:.3f}" if ratio else "n/a",
+                     "met" if ratio and ratio >= data["target_ratio"] else "MISSED"])
+    return ["### Portable vs native engine build", "",
+            f"Portable = scripts/build-engine's default (run-time CPU dispatch; variant in use: "
+            f"`{data['portable'].get('variant', '?')}`); native = `EDGED_NATIVE=1` (-march=native, variant "
+            f"`{data['native'].get('variant', '?')}`). Same llama.cpp, same model and threads, alternating "
+            f"processes; target portable/native ≥ {data['target_ratio']}.", "",
+            markdown_table(["measure", "portable tok/s (median)", "native tok/s (median)", "portable/native",
+                            "target"], rows), "",
+            f"Portable options: `{' '.join(data['portable']['options'])}`; native options: "
+            f"`{' '.join(data['native']['options'])}`."]

@@ -226,3 +226,40 @@ def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_daem
     assert mine and mine[-1]["status"] == "online" and mine[-1]["profile"] == "eco"
     assert any(v["last_telemetry"] for v in mine)
     assert d.stop() == 0
+
+
+def test_two_power_sensors_and_telemetry_serve_two_requests_in_a_row(make_daemon, tmp_path, mosquitto_plain):
+    """Issue 11: energy from two sensors is named `ina219+ina226`; telemetry must take it and the core keep serving."""
+    import shutil
+
+    broker = mosquitto_plain
+    board = tmp_path / "board"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "fixtures" / "boards" / "two-ina", board)
+    collector = PersistentCollector(broker, f"edged/{DEVICE}/telemetry")
+    try:
+        env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1",
+               "EDGED_POWER__SYSFS_ROOT": str(board)}
+        d, identity, key = provision(make_daemon, tmp_path, env)
+        d.start()
+        with asker(broker, identity, key) as client:
+            first = list(client.ask(BODY))
+        assert answer_text(first).strip() and first[-1]["edged"]["energy_source"] == "ina219"
+        # The preferred sensor stops answering: the meter goes on with the second one.
+        for name in ("power1_input", "in1_input"):
+            (board / "sys/class/hwmon/hwmon0" / name).unlink()
+        d.wait_for_log(lambda line: line.get("event") == "power source" and line.get("source") == "ina226")
+        with asker(broker, identity, key) as client:
+            second = list(client.ask(BODY))
+        assert answer_text(second).strip() and second[-1]["edged"]["energy_source"] in {"ina226", "ina219+ina226"}
+        collector.wait_for(lambda m: m.get("kind") == "edged.device"
+                           and m.get("edged.energy.source") == "ina219+ina226", "a device record naming both sensors")
+        collector.wait_for(lambda m: sum(1 for x in collector.messages if x.get("kind") == "edged.request") >= 2,
+                           "both request records")
+        status = d.status()
+        assert status["requests"].get("ok") == 2 and status["listener_errors"] == {}
+        assert sorted(status["energy"]["counters"]) == ["ina219", "ina226"]
+        assert not any(line.get("event") in {"device telemetry record failed", "event listener failed"}
+                       for line in d.log_lines())
+        assert d.stop() == 0
+    finally:
+        collector.close()

@@ -107,11 +107,16 @@ class FakeLink:
         return sum(1 for t, _, _ in self.published if t.endswith("/update/pull"))
 
 
-class Host:
+class Control:
+    """The update side of the control port (ports.UpdateControlPort), over a real Core."""
+
     def __init__(self, core: Core | None, configured: Path) -> None:
-        self.core = core
-        self.worker = core._worker if core else None
-        self.model_path = configured
+        self._core = core
+        self.configured_model = configured
+
+    def downloads_allowed(self) -> bool:
+        assert self._core is not None
+        return self._core.profile.updates.allow_downloads
 
 
 class Fleet:
@@ -150,10 +155,9 @@ async def started(fleet: Fleet, settings: UpdateSettings = SETTINGS,
     core = Core(ModelWorker(PathEngine(fleet.configured)), profile or make_profile(), RequestLimits(), FixedEnergy())
     await core.start()
     link = FakeLink(fleet.models)
-    host = Host(core, fleet.configured)
-    service = UpdateService(settings, fleet.state_dir, DEVICE, link, TOPICS, host)  # type: ignore[arg-type]
+    service = UpdateService(settings, fleet.state_dir, DEVICE, TOPICS, core, Control(core, fleet.configured))
     service.engine_factory = PathEngine
-    await service.start()
+    await service.start(link)  # type: ignore[arg-type]
     return service, link
 
 
@@ -167,7 +171,7 @@ async def state_reached(link: FakeLink, predicate: Any) -> Any:
 
 async def stop(service: UpdateService) -> None:
     await service.stop()
-    await service.host.core.stop()
+    await service.core.stop()
 
 
 def run(coro: Any) -> Any:
@@ -179,7 +183,7 @@ def test_offer_to_active_swaps_the_model_and_commits(fleet):
         service, link = await started(fleet)
         link.offer(fleet.release(1))
         await state_reached(link, lambda s: s.state == "active" and s.release and s.release.version == 1)
-        status = service.host.core.status()
+        status = service.core.status()
         await stop(service)
         return link, status
 
@@ -199,9 +203,9 @@ def test_failed_health_check_rolls_back_to_the_old_model(fleet, head, reason):
         service, link = await started(fleet)
         link.offer(fleet.release(1, head=head))
         state = await state_reached(link, lambda s: s.state == "rolled_back")
-        job = service.host.core.submit(_ask(), transport="test", peer="t")
+        job = service.core.submit(_ask(), transport="test", peer="t")
         answer = [event async for event in job.stream()][-1]
-        status = service.host.core.status()
+        status = service.core.status()
         await stop(service)
         return state, status, answer
 
@@ -330,7 +334,7 @@ def test_downloads_wait_while_the_profile_forbids_them(fleet):
         link.offer(fleet.release(1))
         paused = await state_reached(link, lambda s: s.state == "paused")
         pulls_while_paused = link.pulls()
-        service.host.core.set_profile(make_profile("balanced"), reason="test")
+        service.core.set_profile(make_profile("balanced"), reason="test")
         await state_reached(link, lambda s: s.state == "active")
         await stop(service)
         return paused, pulls_while_paused
@@ -362,8 +366,7 @@ def test_an_interrupted_download_resumes_at_start(fleet):
 
 
 def test_group_and_channel_topics_are_followed(fleet):
-    host = Host(None, fleet.configured)  # type: ignore[arg-type]
-    service = UpdateService(SETTINGS, fleet.state_dir, DEVICE, FakeLink({}), TOPICS, host)  # type: ignore[arg-type]
+    service = UpdateService(SETTINGS, fleet.state_dir, DEVICE, TOPICS, None, Control(None, fleet.configured))  # type: ignore[arg-type]
     assert service.offer_topics() == ["edged/pi-07/update/offer", "edged/fleet/default/channel/stable/offer",
                                       "edged/fleet/default/group/lab/offer"]
 

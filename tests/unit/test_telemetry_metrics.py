@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edged.telemetry.metrics import MAX_GAUGES, MAX_LABELS, OTHER_LABEL, LogHistogram, Metrics, RequestStats
+from edged.telemetry.metrics import MAX_GAUGES, MAX_LABELS, OTHER_LABEL, LogHistogram, Metrics
+from edged.summary import RequestSummary
+from tests.fakes import summary
 
 # 8 buckets per octave, geometric middle reported: 2**(1/16) - 1, plus float slack.
 RELATIVE_ERROR_BOUND = 2 ** (1 / 16) - 1 + 1e-9
@@ -23,9 +25,8 @@ def _nearest_rank(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
-def _stats(outcome: str = "ok", **values: float | int | str | None) -> RequestStats:
-    return RequestStats(outcome=outcome, transport="unix", priority="normal", profile="balanced",
-                        **values)  # type: ignore[arg-type]
+def _stats(outcome: str = "ok", **values: float | int | str | None) -> RequestSummary:
+    return summary(outcome, **values)
 
 
 class FakeClock:
@@ -97,7 +98,7 @@ def test_any_quantile_is_within_the_bound(values: list[float], q: float) -> None
 
 def test_record_request_counts_outcomes_rejects_tokens_and_energy() -> None:
     metrics = Metrics()
-    metrics.record_request(_stats(queue_ms=3.0, ttft_ms=120.0, duration_ms=900.0, decode_tokens_per_s=8.0,
+    metrics.record_request(_stats(queue_time_ms=3.0, time_to_first_token_ms=120.0, duration_ms=900.0, decode_tokens_per_s=8.0,
                                   input_tokens=12, output_tokens=30, energy_j=4.5, energy_source="ina219"))
     metrics.record_request(_stats("busy", reject_reason="queue_full"))
     metrics.record_reject("envelope:replay")
@@ -145,8 +146,8 @@ def test_memory_stays_bounded_over_100k_requests() -> None:
     def feed(start: int, stop: int) -> None:
         for index in range(start, stop):
             value = float(index % 9973) * 1.7 + 0.5
-            metrics.record_request(_stats(f"code{index % 7}", reject_reason=f"reason{index}", queue_ms=value,
-                                          ttft_ms=value, duration_ms=value * 3, decode_tokens_per_s=value / 10,
+            metrics.record_request(_stats(f"code{index % 7}", reject_reason=f"reason{index}", queue_time_ms=value,
+                                          time_to_first_token_ms=value, duration_ms=value * 3, decode_tokens_per_s=value / 10,
                                           input_tokens=5, output_tokens=9))
 
     feed(0, 100_000)
@@ -161,7 +162,7 @@ def test_memory_stays_bounded_over_100k_requests() -> None:
 def test_reset_starts_a_new_histogram_window_but_keeps_counters() -> None:
     clock = FakeClock()
     metrics = Metrics(clock=clock)
-    metrics.record_request(_stats(ttft_ms=50.0))
+    metrics.record_request(_stats(time_to_first_token_ms=50.0))
     clock.now += 30.0
     first = metrics.snapshot(reset_histograms=True)
     assert first["window_s"] == 30.0

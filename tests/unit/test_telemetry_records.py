@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from edged.telemetry.compose import PowerState, device_record, request_record
-from edged.telemetry.metrics import Metrics, RequestStats
+from edged.telemetry.metrics import Metrics
 from edged.telemetry.records import (
     SCHEMA,
     DeviceMessage,
@@ -22,9 +22,10 @@ from edged.telemetry.records import (
 )
 from edged.telemetry.sampler import ProcessSample
 from edged.telemetry.spool import SpoolStats
+from tests.fakes import summary
 
-STATS = RequestStats(outcome="ok", transport="mqtt", priority="interactive", profile="eco", queue_ms=4.0,
-                     ttft_ms=180.5, duration_ms=2400.0, decode_tokens_per_s=7.5, input_tokens=20,
+STATS = summary("ok", transport="mqtt", priority="interactive", profile="eco", queue_time_ms=4.0,
+                     time_to_first_token_ms=180.5, duration_ms=2400.0, decode_tokens_per_s=7.5, input_tokens=20,
                      output_tokens=16, energy_j=8.0, energy_source="ina219", energy_scope="board_input")
 SAMPLE = ProcessSample(uptime_s=12.0, rss_bytes=50_000_000, rss_peak_bytes=60_000_000,
                        memory_total_bytes=8_000_000_000, memory_available_bytes=6_000_000_000,
@@ -43,7 +44,7 @@ def _request_json() -> dict[str, Any]:
 def _device(**overrides: Any) -> Any:
     metrics = Metrics()
     metrics.record_request(STATS)
-    metrics.record_request(RequestStats(outcome="busy", transport="unix", priority="background",
+    metrics.record_request(summary("busy", transport="unix", priority="background",
                                         profile="eco", reject_reason="priority_not_admitted"))
     arguments: dict[str, Any] = dict(device_id="pi-7", time_unix_ms=1_700_000_000_000, uptime_s=12.5,
                                      sample=SAMPLE, metrics=metrics.snapshot(reset_histograms=True), spool=SPOOL,
@@ -132,11 +133,11 @@ def test_energy_needs_its_source() -> None:
 
 
 def test_builders_leave_out_what_was_not_measured() -> None:
-    stats = RequestStats(outcome="cancelled", transport="unix", priority="normal", profile="eco",
+    stats = summary("cancelled", transport="unix", priority="normal", profile="eco",
                          energy_source="ina219")
     record = request_record(stats, device_id="pi-7", time_unix_ms=2)
     assert record.energy_j is None and record.energy_source is None and record.energy_j_per_token is None
-    zero_tokens = request_record(RequestStats(outcome="ok", transport="unix", priority="normal", profile="eco",
+    zero_tokens = request_record(summary("ok", transport="unix", priority="normal", profile="eco",
                                               energy_j=2.0, energy_source="estimate"),
                                  device_id="pi-7", time_unix_ms=2)
     assert zero_tokens.energy_j == 2.0 and zero_tokens.energy_j_per_token is None
