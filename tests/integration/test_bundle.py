@@ -25,15 +25,17 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="chroot, unshare and groupadd --prefix need root"),
 ]
 
+# Emulated, a token can take seconds on a busy machine: a deadline far beyond CI's worst case.
 ASK = """set -e
 E=/opt/edged/.venv/bin/edged
+export EDGED_LIMITS__DEFAULT_DEADLINE_MS=1800000 EDGED_LIMITS__MAX_DEADLINE_MS=1800000
 $E serve --config /etc/edged/edged.toml --socket /run/edged-test.sock >/tmp/serve.log 2>&1 &
 pid=$!
 n=0
 until [ -S /run/edged-test.sock ]; do
   n=$((n+1)); if [ $n -gt 1200 ] || ! kill -0 $pid 2>/dev/null; then cat /tmp/serve.log; exit 1; fi; sleep 0.5
 done
-$E ask --socket /run/edged-test.sock --max-tokens 12 "What is the capital of France?"
+$E ask --socket /run/edged-test.sock --max-tokens 6 "What is the capital of France?"
 kill -TERM $pid
 wait $pid
 """
@@ -115,9 +117,7 @@ def test_install_into_a_fresh_root_offline_then_ask(bundle_dir: Path, fresh_root
     assert os.readlink(wants) == "/etc/systemd/system/edged.service"
     assert (fresh_root / "opt/edged/.venv/pyvenv.cfg").is_file()
 
-    doctor = roots.run_in_root(fresh_root, "/opt/edged/.venv/bin/edged", "doctor", "--config", "/etc/edged/edged.toml")
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "OK   generation" in doctor.stdout
+    # (edged doctor runs in the native install test)
     asked = roots.run_in_root(fresh_root, "/bin/sh", "-c", ASK)
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert asked.stdout.strip()
