@@ -33,7 +33,7 @@ def _add_socket(parser: argparse.ArgumentParser) -> None:
 
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
-        return args.socket
+        return Path(args.socket)
     import os
 
     from edged.paths import default_socket_path
@@ -65,23 +65,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(Daemon(config).run())
 
 
+def _structured_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from edged.structured.answers import schema_format_from_file, tool_choice, tools_from_files
+
+    fields: dict[str, Any] = {}
+    if args.json_schema:
+        fields["response_format"] = schema_format_from_file(args.json_schema)
+    if args.tool:
+        fields["tools"] = tools_from_files(args.tool)
+    if args.tool_choice:
+        if not args.tool:
+            raise ConfigError("--tool-choice needs at least one --tool FILE")
+        fields["tool_choice"] = tool_choice(args.tool_choice)
+    return fields
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
-    from edged.client import SocketClient
+    from edged.client import Answer, SocketClient
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
     body: dict[str, Any] = {"messages": messages, "stream": True, "max_tokens": args.max_tokens,
                             "temperature": args.temperature, "priority": args.priority}
+    body |= _structured_fields(args)
+    answer = Answer()
+    from edged.paths import check_socket_dir
+
+    if not args.sealed:  # plaintext goes only to a socket no other local user can have swapped
+        check_socket_dir(_socket_path(args), create=False)
     with SocketClient(_socket_path(args)) as client:
-        final: dict[str, Any] = {}
         events = _ask_sealed(client, body, args) if args.sealed else client.ask(body)
         for event in events:
-            if "edged" in event:
-                final = event
+            answer.add(event)
             for choice in event.get("choices", []):
                 sys.stdout.write(choice.get("delta", {}).get("content") or "")
                 sys.stdout.flush()
+    for call in answer.tool_calls:  # one JSON line per call: its name and arguments (a string if cut short)
+        try:
+            arguments = json.loads(call["function"]["arguments"])
+        except json.JSONDecodeError:
+            arguments = call["function"]["arguments"]
+        sys.stdout.write(json.dumps({"tool_call": call["function"]["name"], "arguments": arguments}))
     sys.stdout.write("\n")
+    final = answer.final
     if args.stats:
         print(json.dumps({"usage": final.get("usage"), "edged": final.get("edged")}), file=sys.stderr)
     return 0
@@ -159,7 +185,9 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="ask the running daemon and stream the answer",
                          epilog='examples:\n  edged ask --max-tokens 64 --system "Answer briefly." "Why is the sky blue?"\n'
-                                '  edged ask --sealed --client-key me.key --fingerprint 3f2a... "Hello"',
+                                '  edged ask --sealed --client-key me.key --fingerprint 3f2a... "Hello"\n'
+                                '  edged ask --json-schema city.json "A city and its population"\n'
+                                '  edged ask --tool weather.json --tool-choice get_weather "Weather in Oslo?"',
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_socket(ask)
     ask.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
@@ -173,6 +201,12 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
     ask.add_argument("--device-identity", help="with --sealed: the pinned device identity key, hex")
     ask.add_argument("--fingerprint", help="with --sealed: the pinned device fingerprint (edged keys show)")
     ask.add_argument("--pad", action="store_true", help="with --sealed: pad the request to a size bucket")
+    ask.add_argument("--json-schema", type=Path, metavar="FILE",
+                     help="answer with JSON that validates against the JSON Schema in FILE (docs/protocol.md)")
+    ask.add_argument("--tool", type=Path, action="append", metavar="FILE",
+                     help="offer the tool(s) in FILE (an OpenAI tool object or a list); repeat for more")
+    ask.add_argument("--tool-choice", metavar="NAME",
+                     help="none, auto (default), required, or a tool's name to force that call")
     ask.add_argument("prompt", help="the question")
     ask.set_defaults(func=cmd_ask)
 

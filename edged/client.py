@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edged.errors import RemoteError, TransportError
+from edged.structured.answers import Answer, answer_of, function_tool, json_schema_format, tool_choice  # noqa: F401
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json
 
 _LENGTH = struct.Struct(">I")
@@ -19,7 +20,7 @@ def event_of(plaintext: bytes) -> dict[str, Any]:
     event = json.loads(plaintext)
     if "error" in event:
         raise RemoteError(event["error"]["code"], event["error"]["message"])
-    return event
+    return dict(event)
 
 
 class SocketClient:
@@ -84,17 +85,17 @@ class SocketClient:
 
     def control(self, op: str, **fields: Any) -> dict[str, Any]:
         self.send_raw(encode_json(KIND_CONTROL, {"op": op, **fields}))
-        kind, payload = self.read_frame()
+        _kind, payload = self.read_frame()
         reply = json.loads(payload)
         if "error" in reply:
             raise RemoteError(reply["error"]["code"], reply["error"]["message"])
-        return reply
+        return dict(reply)
 
     def ask(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Send a plaintext request; yield each event until the final one (raises RemoteError on an error)."""
         self.send_raw(encode_json(KIND_JSON, body))
         while True:
-            kind, payload = self.read_frame()
+            _kind, payload = self.read_frame()
             event = json.loads(payload)
             if "error" in event:
                 raise RemoteError(event["error"]["code"], event["error"]["message"])

@@ -13,12 +13,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import Field, Strict, ValidationError, field_validator
 
-from edged.atomic import read_bounded
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error, read_toml
 from edged.fleet.settings import UpdateSettings
 from edged.mqtt.settings import MqttSettings
 from edged.power.governor_rules import GovernorRules
@@ -32,22 +31,33 @@ NOT_CONFIG_PREFIXES = ("EDGED_HW", "EDGED_TEST_", "EDGED_REQUIRE_", "EDGED_BENCH
 PathField = Annotated[Path, Strict(False)]
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class SocketConfig(Section):
+class SocketConfig(StrictModel):
     path: PathField | None = Field(None, description="Unix socket path; default under the runtime dir")
     mode: int = Field(0o660, ge=0, le=0o777, description="file mode of the socket (octal in TOML: 0o660)")
     max_frame_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest frame accepted")
     plaintext_uids: list[int] | None = Field(
         None, description="peer uids allowed to send plaintext (kind 0x02); default: root and the daemon's own uid"
     )
-    plaintext_gids: list[int] = Field(default_factory=list, description="peer gids allowed to send plaintext")
-    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused")
+    plaintext_gids: list[int] | None = Field(
+        None, description="peer gids (primary or supplementary) allowed to send plaintext; "
+        "default: the daemon's group unless plaintext_uids is set"
+    )
+    max_connections: int = Field(64, ge=1, le=4096, description="concurrent connections; more are refused "
+                                 "(root and the daemon's user are not counted and never refused)")
+    max_connections_per_uid: int = Field(8, ge=1, le=4096,
+                                         description="concurrent connections of one uid other than root and the "
+                                         "daemon's user")
+
+    @field_validator("plaintext_uids", "plaintext_gids")
+    @classmethod
+    def _not_nobody(cls, ids: list[int] | None) -> list[int] | None:
+        if ids is not None and 65534 in ids:
+            raise ValueError("65534 is nobody/nogroup, the id every unmapped user gets: allowing it would give "
+                             "plaintext to everyone; name the real uids or gids")
+        return ids
 
 
-class ModelConfig(Section):
+class ModelConfig(StrictModel):
     path: PathField | None = Field(None, description="GGUF file or ONNX directory; default: the embedded demo model")
     prefix_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=16 * 1024**3,
                                     description="disk for the KV state of recent system prompts in the state "
@@ -55,49 +65,49 @@ class ModelConfig(Section):
                                                 "restart, profile switch or idle unload starts warm; 0 = off")
 
 
-class RequestLimits(Section):
+class RequestLimits(StrictModel):
     default_deadline_ms: int = Field(120_000, ge=100, le=3_600_000, description="deadline when a request sets none")
     max_deadline_ms: int = Field(600_000, ge=100, le=86_400_000, description="largest deadline a request may ask")
     max_prompt_chars: int = Field(64_000, ge=16, le=4_000_000, description="total characters of all messages")
 
 
-class ShutdownConfig(Section):
+class ShutdownConfig(StrictModel):
     drain_timeout_s: float = Field(10.0, ge=0, le=600, description="how long SIGTERM waits for in-flight requests")
 
 
-class LogConfig(Section):
+class LogConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else JSON")
     log_prompts: bool = Field(False, description="include prompt and answer text in debug logs (privacy risk)")
 
 
-class ProfileConfig(Section):
+class ProfileConfig(StrictModel):
     name: str | None = Field(None, min_length=1, max_length=64,
                              description="the profile when no power condition is active; default: "
                                          "power.governor.default_profile (balanced)")
     directory: PathField | None = Field(None, description="profiles directory; default: the shipped profiles/")
 
 
-class PowerConfig(Section):
+class PowerConfig(StrictModel):
     governor: GovernorRules = Field(default_factory=GovernorRules, description="thresholds, dwell, profile choices")
     sysfs_root: PathField = Field(Path("/"), description="where sysfs/procfs are read from (tests use fake trees)")
     board: str | None = Field(None, max_length=64, description="board for energy estimates; default: detected")
 
 
-class TelemetryConfig(Section):
+class TelemetryConfig(StrictModel):
     enabled: bool = Field(True, description="publish telemetry when MQTT is configured")
     interval_s: float = Field(60.0, ge=1.0, le=86_400.0, description="period of the device state record")
     spool_max_bytes: int = Field(8 * 1024 * 1024, ge=4096, le=1024**3,
                                  description="cap of the store-and-forward spool; the oldest records go first")
 
 
-class PrivacyConfig(Section):
+class PrivacyConfig(StrictModel):
     pad_responses: bool = Field(False, description="pad sealed response chunks to size buckets (hides token lengths)")
     chunk_interval_ms: int = Field(0, ge=0, le=100, description="over MQTT, send response chunks at most this often, "
                                                                 "batching tokens (hides token timing; adds latency)")
 
 
-class Config(Section):
+class Config(StrictModel):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname() or "edged",
         min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
@@ -148,25 +158,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def read_toml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> dict[str, Any]:
-    try:
-        data = read_bounded(path, max_bytes)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > max_bytes:
-        raise ConfigError(f"{path}: larger than {max_bytes} bytes; is this the right file?")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
-
-
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Build the config from an optional file, then env overrides, then command-line overrides."""
-    data = read_toml(path) if path is not None else {}
+    data = read_toml(path, MAX_CONFIG_BYTES) if path is not None else {}
     data = _merge(data, _env_overrides(os.environ if environ is None else environ))
     data = _merge(data, overrides or {})
     try:

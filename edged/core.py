@@ -18,7 +18,8 @@ from edged.engines.worker import ModelWorker
 from edged.errors import BadRequest, Busy, EngineError, InternalError, RequestError
 from edged.events import Events
 from edged.job import Job, Pacer
-from edged.messages import ChatRequest, ErrorEvent, FinalEvent, TokenEvent
+from edged.messages import ChatRequest, ErrorEvent, FinalEvent
+from edged.structured.shaper import Shaper, plan_for
 from edged.summary import RequestSummary
 
 if TYPE_CHECKING:
@@ -218,10 +219,16 @@ class Core:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         req = job.request
+        try:
+            shaper = Shaper(plan_for(req))  # JSON and tool answers: grammar, shaping, validation
+        except RequestError as exc:
+            self._finish_error(job, exc)
+            return
+        plan = shaper.plan
         params = SamplingParams(max_tokens=min(req.max_tokens or self.profile.engine.max_tokens,
                                                self.profile.engine.max_tokens),
-                                temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stop_list())
-        pieces: list[str] = []
+                                temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                                stop=plan.engine_stops(), grammar=plan.grammar, tools=plan.prompt_tools)
         pacer, flag, deadline = self._pacer, job.cancel_flag, job.deadline
         streaming = req.stream
         last = [time.monotonic()]
@@ -233,10 +240,9 @@ class Core:
             if now > deadline:
                 job.cancel("deadline")
                 return False
-            if streaming:
-                loop.call_soon_threadsafe(job.push, TokenEvent(text))
-            else:
-                pieces.append(text)
+            for event in shaper.feed(text):
+                if streaming:
+                    loop.call_soon_threadsafe(job.push, event)
             if pacer.active:
                 pause = pacer.pause_after(now - last[0])
                 if pause > 0 and flag.wait(pause):
@@ -265,9 +271,16 @@ class Core:
             self._finish_error(job, RequestError(f"request {job.cancel_reason or 'cancelled'}"), code=code,
                                result=result)
             return
+        try:
+            outcome = shaper.finish(result.finish_reason)
+        except RequestError as exc:
+            self._finish_error(job, exc, result=result)
+            return
+        for event in outcome.tail if streaming else ():
+            job.push(event)
         ended = time.monotonic()
         summary = self._summary(
-            job, "ok", finish_reason=result.finish_reason, input_tokens=result.prompt_tokens,
+            job, "ok", finish_reason=outcome.finish_reason, input_tokens=result.prompt_tokens,
             output_tokens=result.completion_tokens, cached_input_tokens=result.cached_prompt_tokens,
             queue_time_ms=(started - job.submitted) * 1000,
             time_to_first_token_ms=(started - job.submitted + result.prompt_s) * 1000,
@@ -276,7 +289,7 @@ class Core:
             if result.decode_s > 0 and result.completion_tokens > 1 else 0.0,
             energy_j=energy.joules, energy_source=energy.source,
             energy_scope=getattr(energy, "scope", energy.source))
-        job.push(FinalEvent(summary, text="".join(pieces)))
+        job.push(FinalEvent(summary, text=outcome.content or "", tool_calls=outcome.tool_calls))
         self._finished(summary)
 
     def _finish_error(self, job: Job, error: RequestError, code: str | None = None, result: Any = None) -> None:

@@ -141,10 +141,14 @@ class Daemon:
             gateway=self.gateway, configured_model=Path(self.model_path), events=self.events,
             started_at=self.started_at)
         sock = self.config.socket
-        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()}
+        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()} - {65534}
+        # The service's group by default, as the unit promises; naming uids alone means exactly those.
+        default_gids = {os.getgid()} - {65534} if sock.plaintext_uids is None else set()
+        gids = set(sock.plaintext_gids) if sock.plaintext_gids is not None else default_gids
         self.transport = UnixSocketTransport(
             self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
-            max_connections=sock.max_connections, plaintext_uids=uids, plaintext_gids=set(sock.plaintext_gids),
+            max_connections=sock.max_connections, max_connections_per_uid=sock.max_connections_per_uid,
+            plaintext_uids=uids, plaintext_gids=gids,
             control=self.control, sealed=self.gateway)
         await self.transport.start()
         await model_loading  # the birth message on MQTT announces the loaded model

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from edged.messages import PRIORITY_RANK, ChatRequest, ErrorEvent, Event, FinalEvent
@@ -53,7 +54,7 @@ class Job:
             if isinstance(event, (FinalEvent, ErrorEvent)):
                 self.finished = True
 
-    async def stream(self):  # type: ignore[no-untyped-def]
+    async def stream(self) -> AsyncIterator[Event]:
         """The job's events in order, ending with a FinalEvent or an ErrorEvent."""
         while True:
             event = await self.events.get()

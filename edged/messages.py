@@ -6,30 +6,41 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest
 from edged.summary import RequestSummary
+from edged.structured.wire import ResponseFormat, ToolCall, Tool, ToolChoice
 
 Priority = Literal["interactive", "normal", "background"]
 PRIORITY_RANK: dict[str, int] = {"interactive": 0, "normal": 1, "background": 2}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class ChatMessage(StrictModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field(None, max_length=1_000_000)
+    # An assistant turn that called tools, and a tool's answer to one of those calls (docs/protocol.md).
+    tool_calls: list[ToolCall] | None = Field(None, min_length=1, max_length=16)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=64)
+    name: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ChatMessage":
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only `assistant` messages carry `tool_calls`")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("`tool` messages, and only they, need `tool_call_id`")
+        if self.content is None and self.tool_calls is None:
+            raise ValueError("`content` is required (an assistant message may give `tool_calls` instead)")
+        return self
+
+    def chars(self) -> int:
+        calls = sum(len(c.function.arguments) + len(c.function.name) for c in self.tool_calls or ())
+        return len(self.content or "") + calls
 
 
-class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=1_000_000)
-
-
-class ResponseFormat(_Strict):
-    type: Literal["text"] = Field(description="only plain text; JSON mode is not offered by edged yet")
-
-
-class ChatRequest(_Strict):
+class ChatRequest(StrictModel):
     """A request body. Unknown fields are rejected, never ignored."""
 
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=256)
@@ -42,6 +53,9 @@ class ChatRequest(_Strict):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stream: bool = False
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=32)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(None, description="accepted; edged makes at most one call per answer")
     priority: Priority = "normal"
     deadline_ms: int | None = Field(None, ge=1)
     pad: str | None = Field(None, max_length=1_000_000, description="length-hiding padding; ignored")
@@ -61,7 +75,7 @@ class ChatRequest(_Strict):
     def prompt_chars(self) -> int:
         if self.prompt is not None:
             return len(self.prompt)
-        return sum(len(m.content) for m in self.messages or ())
+        return sum(m.chars() for m in self.messages or ())
 
 
 def parse_request(body: bytes) -> ChatRequest:
@@ -73,9 +87,13 @@ def parse_request(body: bytes) -> ChatRequest:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     try:
-        return ChatRequest.model_validate(data)
+        request = ChatRequest.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc, "request", separator="; ")) from None
+    from edged.structured.checks import check_request
+
+    check_request(request)  # schemas, tool names and call ids: BadRequest naming the field
+    return request
 
 
 @dataclass
@@ -91,6 +109,7 @@ class Usage:
 @dataclass
 class TokenEvent:
     text: str
+    tool_calls: list[dict[str, Any]] | None = None  # a streamed piece of a tool call, in OpenAI's delta shape
 
 
 @dataclass
@@ -99,6 +118,7 @@ class FinalEvent:
 
     summary: RequestSummary
     text: str = ""  # for stream=false: the whole answer
+    tool_calls: list[dict[str, Any]] | None = None  # for stream=false: the calls, when the answer is tool calls
 
     @property
     def finish_reason(self) -> str:
@@ -135,18 +155,21 @@ class Completion:
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": f"chatcmpl-{self.request_id}", "object": obj, "created": self.created, "model": self.model}
 
-    def chunk(self, text: str) -> dict[str, Any]:
+    def chunk(self, text: str, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        delta: dict[str, Any] = {"tool_calls": tool_calls} if tool_calls else {"content": text}
         return {**self._base("chat.completion.chunk"),
-                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
     def final(self, event: FinalEvent) -> dict[str, Any]:
         if self.stream:
             out = {**self._base("chat.completion.chunk"),
                    "choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason}]}
         else:
+            message: dict[str, Any] = {"role": "assistant", "content": event.text}
+            if event.tool_calls:
+                message = {"role": "assistant", "content": None, "tool_calls": event.tool_calls}
             out = {**self._base("chat.completion"),
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": event.text},
-                                "finish_reason": event.finish_reason}]}
+                   "choices": [{"index": 0, "message": message, "finish_reason": event.finish_reason}]}
         out["usage"] = event.usage.to_wire()
         out["edged"] = event.summary.edged_object()
         return out

@@ -19,6 +19,7 @@ from edged.mqtt.settings import MqttSettings
 from edged.ports import ControlPort, GatewayPort, ModelCorePort, UpdateControlPort
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
+from edged.transports.mqtt_limits import max_inbound_packet
 from edged.transports.mqtt_presence import Presence
 from edged.transports.topics import DeviceTopics
 
@@ -58,7 +59,8 @@ class MqttSession:
     async def start(self) -> None:
         config = self._config
         self.link = MqttLink(self._settings, client_id=f"edged-{config.device_id}", will=self.presence.next_will,
-                             on_connect=self._connected, on_disconnect=self._disconnected)
+                             on_connect=self._connected, on_disconnect=self._disconnected,
+                             max_packet_bytes=max_inbound_packet(config.e2e.max_request_bytes))
         features: list[MqttFeature] = [self.presence, self.requests, self.commands]
         self._events.prekey_rotated.connect(self.presence.publish_prekey)
         self._events.profile_changed.connect(lambda name, reason: self.presence.birth(), name="Presence.birth")

@@ -23,7 +23,32 @@ def default_runtime_dir() -> Path:
         return Path("/run/edged")
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "edged"
+    return tmp_runtime_dir()
+
+
+def tmp_runtime_dir() -> Path:
+    """The last-resort runtime dir in the shared /tmp: created 0700 and refused unless private and ours."""
     return Path(f"/tmp/edged-{os.geteuid()}")
+
+
+def check_socket_dir(socket_path: Path, *, create: bool) -> None:
+    """For a socket in the /tmp fallback dir: create it 0700 (``create``) or check it is private and ours.
+
+    Raises ConfigError: another local user who made that directory first could swap the socket.
+    """
+    from edged.strictmodes import ensure_private_dir, private_dir_problem  # noqa: PLC0415
+
+    directory = Path(os.path.abspath(socket_path)).parent
+    if directory != tmp_runtime_dir():
+        return
+    if create:
+        ensure_private_dir(directory)
+        return
+    problem = private_dir_problem(directory)
+    if problem is not None:
+        raise ConfigError(f"not sending to {socket_path}: its directory {directory} is not safe ({problem}); "
+                          "another local user could be impersonating the daemon. Remove the directory and "
+                          "restart the daemon, or pass --socket")
 
 
 def default_state_dir() -> Path:

@@ -1,8 +1,21 @@
-"""One way to turn a pydantic ValidationError into a message that names each bad field by its path."""
+"""The strict pydantic base of every boundary model, and one way to name each bad field by its path."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edged.atomic import read_bounded
+from edged.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Strict types, unknown fields refused, frozen: every document edged reads from outside is one of these."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 MAX_SHOWN = 20
 
@@ -33,3 +46,29 @@ def describe_validation_error(error: ValidationError, source: str | None = None,
     if error.error_count() > MAX_SHOWN:
         entries.append(f"... and {error.error_count() - MAX_SHOWN} more")
     return separator.join(entries)
+
+
+def read_toml(path: Path, max_bytes: int) -> dict[str, Any]:
+    """A TOML file of at most ``max_bytes``; every way it can be unreadable is one ConfigError naming the file."""
+    try:
+        data = read_bounded(path, max_bytes)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path}: larger than {_size(max_bytes)}; is this the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes"

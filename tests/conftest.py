@@ -44,3 +44,17 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 hypothesis_settings.register_profile("edged", deadline=None, derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("edged")
+
+
+# The fast lane (`scripts/test -m "not slow"`) is only fast if nothing that starts a daemon, a model
+# or a broker slips into it: such a test without the marker stops the run before anything executes.
+SLOW_FIXTURES = frozenset({"daemon", "make_daemon", "demo_model", "mosquitto_plain", "mosquitto_tls", "mosquitto_acl"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("slow") is None
+                and (item.nodeid.startswith("tests/integration/")
+                     or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))]
+    if unmarked:
+        raise pytest.UsageError("these tests start a daemon, model or broker but are not marked slow "
+                                "(add pytestmark = pytest.mark.slow): " + ", ".join(unmarked[:10]))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from edged.client import SocketClient
@@ -27,10 +28,13 @@ class DaemonProcess:
         self.args = args
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log = LogFollower()
+        self._started_at_line = 0
 
     def start(self, timeout: float = 120.0, wait_ready: bool = True) -> "DaemonProcess":
         cmd = [sys.executable, "-m", "edged", "serve", "--socket", str(self.socket),
                "--state-dir", str(self.state_dir), *self.args]
+        self._started_at_line = len(self.log_lines())  # a restart appends: an earlier life's "ready" is not ours
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         if wait_ready:
@@ -38,15 +42,13 @@ class DaemonProcess:
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"edged exited with {self.proc.returncode} before ready:\n{self.log_text()}")
-            if any(line.get("event") == "ready" for line in self.log_lines()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"edged not ready within {timeout}s:\n{self.log_text()}")
+        self._wait(lambda line: line.get("event") == "ready", timeout, "the ready line", self._started_at_line)
+
+    def check_alive(self) -> None:
+        """Raise at once, with the daemon's log, when the process has exited (a wait would only time out)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"edged exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def client(self, timeout: float = 120.0) -> SocketClient:
         client = SocketClient(self.socket, timeout=timeout)
@@ -80,26 +82,72 @@ class DaemonProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_tail(self, chars: int = 8000) -> str:
+        return self.log_text()[-chars:]
+
     def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log_text().splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-        return lines
+        """Every JSON line logged so far; only the bytes written since the last call are read and parsed."""
+        self._log.refresh(self.log_path)
+        return list(self._log.lines)
 
     def request_logs(self) -> list[dict[str, Any]]:
         return [line for line in self.log_lines() if line.get("event") == "request"]
 
-    def wait_for_log(self, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_for_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+                     what: str = "a matching log line") -> dict[str, Any]:
+        """The first log line (old or new) that matches; fails at once when the daemon exits first."""
+        return self._wait(predicate, timeout, what, 0)
+
+    def _wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str,
+              checked: int) -> dict[str, Any]:
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for line in self.log_lines():
+        while True:
+            exited = self.proc is not None and self.proc.poll() is not None
+            self._log.refresh(self.log_path)  # after poll(): a daemon's last lines are in before its exit
+            lines = self._log.lines
+            for line in lines[checked:]:
                 if predicate(line):
                     return line
+            checked = len(lines)
+            if exited:
+                assert self.proc is not None
+                raise AssertionError(f"edged exited with {self.proc.returncode} before {what}:\n{self.log_tail()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"no {what} within {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
-        raise AssertionError(f"no matching log line within {timeout}s:\n{self.log_text()[-4000:]}")
+
+
+class LogFollower:
+    """Parsed JSON lines of a log file, read incrementally; starts over when the file is replaced."""
+
+    def __init__(self) -> None:
+        self._reset(None)
+
+    def _reset(self, inode: int | None) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self._offset = 0
+        self._inode = inode
+        self._partial = b""
+
+    def refresh(self, path: Path) -> None:
+        try:
+            with path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != self._inode or stat.st_size < self._offset:
+                    self._reset(stat.st_ino)  # renamed away (a second life) or truncated: read the new file whole
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for raw in complete:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue  # a traceback or a line from a library that does not log JSON
+            if isinstance(line, dict):
+                self.lines.append(line)
 
 
 def socket_alive(path: Path) -> bool:

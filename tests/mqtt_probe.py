@@ -25,15 +25,22 @@ class Probe:
     def __exit__(self, *exc: object) -> None:
         self.link.stop()
 
-    def wait_for(self, predicate: Callable[[InboundMessage], bool], what: str, timeout: float = 30.0) -> InboundMessage:
+    def wait_for(self, predicate: Callable[[InboundMessage], bool], what: str, timeout: float = 30.0,
+                 watch: Any = None) -> InboundMessage:
+        """The first message that matches; with `watch` (a tests.daemon.DaemonProcess) the wait fails at
+        once, with the daemon's log, when that daemon exits instead of sitting out the timeout."""
         for message in self.seen:
             if predicate(message):
                 return message
         end = time.monotonic() + timeout
         while True:
+            if watch is not None:
+                watch.check_alive()
             try:
-                message = self.messages.get(timeout=max(0.0, end - time.monotonic()))
+                message = self.messages.get(timeout=min(0.2, max(0.0, end - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() < end:
+                    continue
                 raise AssertionError(f"gave up waiting for {what}; saw {[m.topic for m in self.seen][-20:]}") from None
             self.seen.append(message)
             if predicate(message):

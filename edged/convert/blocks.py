@@ -51,7 +51,8 @@ class QuantMatrix:
         values = (q - zp) * self.scales[..., None]
         if self.bias is not None:
             values += self.bias[..., None]
-        return values.reshape(self.n, -1)[:, :self.k]
+        matrix: np.ndarray = values.reshape(self.n, -1)[:, :self.k]
+        return matrix
 
 
 def stack_rows(parts: list[QuantMatrix]) -> QuantMatrix | None:
@@ -79,7 +80,8 @@ def pack(q: np.ndarray, bits: int) -> np.ndarray:
         return q.astype(np.uint8)
     if q.shape[-1] % 2:
         q = np.concatenate([q, np.zeros(q.shape[:-1] + (1,), np.uint8)], axis=-1)
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    packed: np.ndarray = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return packed
 
 
 def unpack(packed: np.ndarray, bits: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.convert.blocks import QuantMatrix, from_q4_0, from_q4_1, from_q8_0, quantize
 from edged.errors import ConfigError
 
@@ -19,10 +19,10 @@ EXACT_BITS = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
 UNSUPPORTED_KEYS = ("rope.scaling.type", "attention.sliding_window", "expert_count", "attn_logit_softcapping")
 
 
-class LlamaMeta(BaseModel):
+class LlamaMeta(StrictModel):
     """The GGUF keys the converter uses, named without the architecture prefix."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     name: str
     block_count: int = Field(ge=1)
@@ -37,14 +37,13 @@ class LlamaMeta(BaseModel):
     key_length: int | None = None
 
 
-class TokenizerMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class TokenizerMeta(StrictModel):
     model: str
     pre: str = "default"
     tokens: list[str] = Field(min_length=1)
     token_type: list[int]
-    merges: list[str] = []  # absent for SentencePiece vocabularies, which tokenizer_json refuses by name
+    # absent for SentencePiece vocabularies, which tokenizer_json refuses by name
+    merges: list[str] = Field(default_factory=list)
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     eot_token_id: int | None = None

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import threading
-import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -24,7 +21,8 @@ from pydantic import (
 from edged.crypto import wire
 from edged.crypto.topics import prefix_problem
 from edged.errors import ConfigError
-from edged.validation import describe_validation_error
+from edged.strictmodes import check_strict
+from edged.validation import StrictModel, describe_validation_error, parse_toml, read_toml
 
 logger = structlog.get_logger(__name__)
 
@@ -34,10 +32,8 @@ MAX_CLIENTS: Final = 10_000
 DEFAULT_RATE_LIMITED_CLIENTS: Final = 4096
 
 
-class ClientEntry(BaseModel):
+class ClientEntry(StrictModel):
     """One ``[[clients]]`` table."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
                        description="short unique name shown in logs, e.g. 'kitchen-tablet'")
@@ -75,10 +71,8 @@ class ClientEntry(BaseModel):
         return bytes.fromhex(self.public_key)
 
 
-class AllowListFile(BaseModel):
+class AllowListFile(StrictModel):
     """The whole ``clients.toml``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     clients: list[ClientEntry] = Field(default_factory=list, max_length=MAX_CLIENTS,
                                        description="one table per allowed client key")
@@ -119,10 +113,10 @@ class ReloadResult:
 
 def parse_allow_list(text: str, source: str = "clients.toml") -> AllowListFile:
     """Parse and validate allow-list TOML; ConfigError names the field path that is wrong."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return _validate(parse_toml(text, source), source)
+
+
+def _validate(raw: dict[str, Any], source: str) -> AllowListFile:
     try:
         return AllowListFile.model_validate(raw)
     except ValidationError as exc:
@@ -130,19 +124,11 @@ def parse_allow_list(text: str, source: str = "clients.toml") -> AllowListFile:
 
 
 def read_allow_list_file(path: Path) -> AllowListFile:
-    """The validated file; a missing file is an empty list."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_ALLOW_LIST_BYTES + 1)
-    except FileNotFoundError:
+    """The validated file; a missing file is an empty list. ConfigError if others could rewrite it."""
+    check_strict(path, "client allow-list")
+    if not path.exists():
         return AllowListFile()
-    if len(data) > MAX_ALLOW_LIST_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_ALLOW_LIST_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8") from exc
-    return parse_allow_list(text, str(path))
+    return _validate(read_toml(path, MAX_ALLOW_LIST_BYTES), str(path))
 
 
 def _index(parsed: AllowListFile) -> dict[bytes, AllowedClient]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ CLOCK_POLICIES: Final = ("reject", "accept-unsynced", "trust-system-clock")
 
 TIMESYNC_FLAG_FILE: Final = "run/systemd/timesync/synchronized"
 STA_UNSYNC: Final = 0x0040
+TIME_ERROR: Final = 5  # adjtimex(2) return value while the kernel clock is not synchronised
 
 
 class _Timex(ctypes.Structure):
@@ -34,25 +34,32 @@ class _Timex(ctypes.Structure):
 
 
 def kernel_clock_status() -> int | None:
-    """The kernel NTP status word from adjtimex(2) in read-only mode, or None if unavailable."""
-    libc_name = ctypes.util.find_library("c")
+    """The kernel NTP status word from adjtimex(2) in read-only mode, or None if unavailable.
+
+    A failing call (seccomp's @clock filter or ProtectClock= answer EPERM) gives None, and so
+    does a missing libc: the state is unknown, and unknown means "not synchronised". A return
+    value of TIME_ERROR sets STA_UNSYNC in the answer, whatever the status word says.
+    """
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the running process's libc, without a library search
         adjtimex = libc.adjtimex
     except (OSError, AttributeError):
         return None
     timex = _Timex()  # modes = 0: read only, needs no privilege
-    if adjtimex(ctypes.byref(timex)) < 0:
+    state = adjtimex(ctypes.byref(timex))
+    if state < 0:
         return None
-    return int(timex.status)
+    status = int(timex.status)
+    return status | STA_UNSYNC if state == TIME_ERROR else status
 
 
 def clock_synchronised(root: Path | str = "/",
                        read_kernel_status: Callable[[], int | None] = kernel_clock_status) -> bool:
     """True if systemd-timesyncd has synced (its flag file exists) or the kernel clears STA_UNSYNC.
 
-    chrony and ntpd do not write the flag file but clear STA_UNSYNC once disciplined. An unknown
-    kernel status counts as not synchronised.
+    The one answer for the e2e timestamp check and the update expiry check. chrony and ntpd do
+    not write the flag file but clear STA_UNSYNC once disciplined. An unknown kernel status
+    (the call failed) counts as not synchronised.
     """
     if (Path(root) / TIMESYNC_FLAG_FILE).exists():
         return True

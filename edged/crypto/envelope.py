@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.crypto import wire
 from edged.crypto.clock import ClockPolicy
@@ -24,15 +25,14 @@ from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
 from edged.errors import ClockNotSynchronised, EnvelopeRejected
+from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
 _SUITE = wire.HPKE_SUITE
 
 
-class TimestampWindow(BaseModel):
+class TimestampWindow(StrictModel):
     """How far a request's ts_ms may lie from the device clock."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     past_s: float = Field(default=120.0, ge=1.0, le=3600.0, description="oldest accepted request age, seconds")
     future_s: float = Field(default=30.0, ge=0.0, le=600.0, description="largest accepted clock lead of a client, seconds")
@@ -95,6 +95,7 @@ class OpenedRequest:
     header: bytes
     enc: bytes
     resp_secret: bytes
+    rate_limited: bool = False  # over the client's requests per minute: answer busy; it took no replay entry
 
     def response_sealer(self, nonce: bytes | None = None) -> ResponseSealer:
         """A sealer for this request's response stream, with a fresh random nonce by default."""
@@ -131,13 +132,18 @@ def seal_request(*, client_key: Ed25519PrivateKey, prekey_pub: bytes, identity_p
 def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pub: bytes,
                  prekeys: PrekeyLookup, allow_list: ClientLookup, replay: ReplayCache, now: float,
                  window: TimestampWindow = DEFAULT_WINDOW, max_size: int = wire.DEFAULT_MAX_REQUEST_BYTES,
-                 clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject") -> OpenedRequest:
+                 clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject",
+                 within_rate: Callable[[bytes, int], bool] | None = None) -> OpenedRequest:
     """Run checks 1-10 of spec section 3 in order; the first failure raises EnvelopeRejected(check).
 
     ``now`` is the device's unix time in seconds. With an unsynchronised clock, a request that
     arrived over MQTT is refused (policy ``reject``) or admitted without the timestamp check, its
     replay entry then kept for the whole prekey retention (policy ``accept-unsynced``). Requests on
     the Unix socket share the device clock, so their timestamp is always checked.
+
+    ``within_rate(client_pub, requests_per_minute)`` is the device's per-client rate limit, asked
+    after check 9 and before the replay insert: a request over the client's rate is returned with
+    ``rate_limited`` set (to be answered sealed with busy) and takes no replay-cache entry.
     """
     # 1. size, before any cryptography
     if not wire.MIN_REQUEST_LEN <= len(data) <= max_size:
@@ -192,8 +198,14 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
     reason = response_topic_allowed(inner.resp_topic, client.response_prefix, local=is_local)
     if reason is not None:
         raise EnvelopeRejected("response_topic", f"client {client.label!r}: {reason}")
+    # The client's rate before its replay entry: a client over its rate cannot fill the cache.
+    rate_limited = within_rate is not None and not within_rate(inner.client_pub, client.requests_per_minute)
     # 10. replay cache, only now that the request is authenticated
-    verdict = replay.check_and_insert(inner.client_pub, header.req_id, now=now, ttl_s=replay_ttl_s)
+    verdict = (ReplayVerdict.FRESH if rate_limited
+               else replay.check_and_insert(inner.client_pub, header.req_id, now=now, ttl_s=replay_ttl_s))
+    if verdict is ReplayVerdict.CLIENT_FULL:
+        raise EnvelopeRejected("replay", f"client {client.label!r} holds its whole share of the replay cache; "
+                                         "it is sending faster than its entries expire")
     if verdict is ReplayVerdict.REPLAY:
         raise EnvelopeRejected("replay", f"request {header.req_id.hex()} from {client.label!r} seen before")
     if verdict is ReplayVerdict.FULL:
@@ -202,7 +214,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
         client_pub=inner.client_pub, client_label=client.label, requests_per_minute=client.requests_per_minute,
         req_id=header.req_id, ts_ms=header.ts_ms, prekey_id=header.prekey_id, resp_topic=inner.resp_topic,
         body=inner.body, header=header_bytes, enc=data[wire.HEADER_LEN:wire.HEADER_LEN + wire.ENC_LEN],
-        resp_secret=inner.resp_secret,
+        resp_secret=inner.resp_secret, rate_limited=rate_limited,
     )
     if clock_refused:
         raise ClockNotSynchronised(opened)

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -27,6 +27,8 @@ logger = structlog.get_logger(__name__)
 # Response chunks are padded to powers of two from here when padding is on: token-sized chunks all
 # look alike to the broker.
 CHUNK_MIN_BUCKET = 128
+# One client may hold at most this fraction (1/n) of the replay cache, so it cannot lock others out.
+REPLAY_SHARES = 8
 
 
 @dataclass
@@ -68,7 +70,8 @@ class SealedGateway:
         self.identity = DeviceIdentity.load_or_create(state_dir)
         self.prekeys = PrekeyRing(self.identity, device_id, now=time.time(), schedule=settings.prekeys)
         self.allow_list = AllowList.load(settings.clients_file or state_dir / "clients.toml")
-        self.replay = ReplayCache(settings.replay_max_entries)
+        self.replay = ReplayCache(settings.replay_max_entries,
+                                  max(1, settings.replay_max_entries // REPLAY_SHARES))
         self.clock = ClockGuard(settings.clock_policy)
         self.rate = RateLimiter()
         self.pad_responses = pad_responses
@@ -84,13 +87,14 @@ class SealedGateway:
                 identity_pub=self.identity.public_bytes, prekeys=self.prekeys, allow_list=self.allow_list,
                 replay=self.replay, now=time.time(), window=self.settings.window,
                 max_size=self.settings.max_request_bytes,
-                clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy)
+                clock_synchronised=self.clock.synchronised(time.monotonic()), clock_policy=self.settings.clock_policy,
+                within_rate=self._within_rate)
         except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
             self._count(exc.check)
+            opened = cast(OpenedRequest, exc.opened)
             logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
-                           client=exc.opened.client_label)  # type: ignore[attr-defined]
-            exc.exchange = SealedExchange(exc.opened, exc.opened.response_sealer(),  # type: ignore[attr-defined]
-                                          self.pad_responses)
+                           client=opened.client_label)
+            exc.exchange = SealedExchange(opened, opened.response_sealer(), self.pad_responses)
             raise
         except EnvelopeRejected as exc:
             self._count(exc.check)
@@ -104,9 +108,13 @@ class SealedGateway:
         self.check_rate(exchange)
         return exchange.parse()
 
+    def _within_rate(self, client_pub: bytes, requests_per_minute: int | None) -> bool:
+        return self.rate.allow(client_pub, requests_per_minute, time.monotonic())
+
     def check_rate(self, exchange: SealedExchange) -> None:
+        """Busy (answered sealed) if ``open`` found the client over its rate, before its replay entry."""
         opened = exchange.opened
-        if not self.rate.allow(opened.client_pub, opened.requests_per_minute, time.monotonic()):
+        if opened.rate_limited:
             self._count("rate_limit")
             raise Busy(f"client {opened.client_label!r} is over its {opened.requests_per_minute} requests/minute")
 

@@ -12,13 +12,14 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edged.crypto import wire
 from edged.atomic import write_atomic
 from edged.crypto.files import check_private_file, ensure_private_dir
 from edged.crypto.prekey import PrekeyInfo, build_prekey_record
 from edged.errors import ConfigError
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -93,10 +94,8 @@ class DeviceIdentity:
         return f"DeviceIdentity(fingerprint={self.fingerprint})"
 
 
-class PrekeySchedule(BaseModel):
+class PrekeySchedule(StrictModel):
     """When prekeys are made, how long they are valid and how long their private keys are kept."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     rotate_every_s: int = Field(default=12 * 3600, ge=60, le=7 * 86400, description="make a new prekey this often")
     valid_for_s: int = Field(default=24 * 3600, ge=120, le=30 * 86400, description="validity of each prekey from creation")

@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.crypto import wire
 from edged.errors import EdgedError
+from edged.validation import StrictModel
 
 _TIMES = struct.Struct(">QQ")
 _MAX_UINT64: Final = 2**64 - 1
@@ -28,10 +29,8 @@ class PrekeyRecordRejected(EdgedError):
         self.reason = reason
 
 
-class PrekeyInfo(BaseModel):
+class PrekeyInfo(StrictModel):
     """The verified contents of a prekey record, ready for sealing requests."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     device_id: str = Field(min_length=1, max_length=0xFFFF, description="device id the record is bound to")
     prekey_id: bytes = Field(min_length=8, max_length=8, description="SHA-256 based id of prekey_pub")

@@ -20,6 +20,7 @@ class ReplayVerdict(enum.Enum):
     FRESH = "fresh"
     REPLAY = "replay"
     FULL = "full"
+    CLIENT_FULL = "client_full"  # this client holds its whole share; other clients are not affected
 
 
 class ReplayCache:
@@ -27,13 +28,17 @@ class ReplayCache:
 
     Check-and-insert is atomic under one lock, so the same request arriving twice at the same
     moment is admitted once. When the cache is full after purging expired entries, new requests
-    are refused (fail closed) rather than evicting entries that still guard against replay.
+    are refused (fail closed) rather than evicting entries that still guard against replay. One
+    client may hold at most ``max_per_client`` entries, so one allowed client cannot fill the
+    cache and lock the others out.
     """
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_per_client: int | None = None) -> None:
+        if max_entries < 1 or (max_per_client is not None and max_per_client < 1):
+            raise ValueError("max_entries and max_per_client must be at least 1")
         self.max_entries = max_entries
+        self.max_per_client = max_entries if max_per_client is None else min(max_per_client, max_entries)
+        self._per_client: dict[bytes, int] = {}
         self._expiry: dict[tuple[bytes, bytes], float] = {}
         # Expiries are not monotonic (the TTL depends on the clock policy), hence a heap.
         self._heap: list[tuple[float, tuple[bytes, bytes]]] = []
@@ -45,7 +50,7 @@ class ReplayCache:
             return len(self._expiry)
 
     def check_and_insert(self, client_pub: bytes, req_id: bytes, *, now: float, ttl_s: float) -> ReplayVerdict:
-        """FRESH (and remembered until ``now + ttl_s``), REPLAY if seen and unexpired, or FULL."""
+        """FRESH (and remembered until ``now + ttl_s``), REPLAY if seen and unexpired, FULL or CLIENT_FULL."""
         key = (client_pub, req_id)
         with self._lock:
             self._purge(now)
@@ -57,6 +62,10 @@ class ReplayCache:
                     self._full_logged = True
                 return ReplayVerdict.FULL
             self._full_logged = False
+            held = self._per_client.get(client_pub, 0)
+            if held >= self.max_per_client:
+                return ReplayVerdict.CLIENT_FULL
+            self._per_client[client_pub] = held + 1
             expiry = now + ttl_s
             self._expiry[key] = expiry
             heapq.heappush(self._heap, (expiry, key))
@@ -74,3 +83,8 @@ class ReplayCache:
             expiry, key = heapq.heappop(heap)
             if self._expiry.get(key) == expiry:
                 del self._expiry[key]
+                left = self._per_client[key[0]] - 1
+                if left:
+                    self._per_client[key[0]] = left
+                else:
+                    del self._per_client[key[0]]

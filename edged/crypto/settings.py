@@ -6,19 +6,18 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import Field, Strict, model_validator
 
 from edged.crypto.clock import ClockPolicy
 from edged.crypto.envelope import TimestampWindow
 from edged.crypto.keys import PrekeySchedule
 from edged.crypto.replay import DEFAULT_MAX_ENTRIES
 from edged.crypto.wire import DEFAULT_MAX_REQUEST_BYTES, MIN_REQUEST_LEN
+from edged.validation import StrictModel
 
 
-class E2ESettings(BaseModel):
+class E2ESettings(StrictModel):
     """Knobs of the end-to-end envelope; every default follows spec e2e-v1."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     window: TimestampWindow = Field(default_factory=TimestampWindow,
                                     description="accepted request age (past_s) and clock lead (future_s)")

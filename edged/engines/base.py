@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.messages import ChatMessage
 
@@ -31,6 +31,8 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # llguidance grammar (edged/structured/grammar.py) every token must follow
+    tools: tuple[Any, ...] = ()  # wire.Tool objects to describe in the prompt
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 from edged.errors import EngineError
 from edged.messages import ChatMessage
@@ -31,12 +31,15 @@ def _compile(template: str) -> Any:
         raise EngineError(f"the model's chat template does not compile: {exc}") from None
 
 
-def render_chat(template: str | None, messages: list[ChatMessage], bos: str, eos: str) -> str:
+def render_chat(template: str | None, messages: list[ChatMessage], bos: str, eos: str,
+                tools: Sequence[Any] = ()) -> str:
     from jinja2 import TemplateError
 
+    from edged.structured.prompting import chat_context
+
     compiled = _compile(template or CHATML_FALLBACK)
+    context = chat_context(template or CHATML_FALLBACK, messages, tools)
     try:
-        return str(compiled.render(messages=[m.model_dump() for m in messages], add_generation_prompt=True,
-                                   bos_token=bos, eos_token=eos))
+        return str(compiled.render(**context, add_generation_prompt=True, bos_token=bos, eos_token=eos))
     except TemplateError as exc:
         raise EngineError(f"the model's chat template failed: {exc}") from None

@@ -15,6 +15,8 @@ from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelIn
 from edged.engines.chat_template import render_chat
 from edged.engines.prefix_store import MIN_PREFIX_TOKENS, PrefixEntry, PrefixStore
 from edged.engines.textstream import TextStream
+from edged.structured.constraint import TokenMask, llama_tokenizer
+from edged.structured.grammar import GrammarCache
 from edged.errors import BadRequest, EngineError
 from edged.messages import ChatMessage
 
@@ -24,6 +26,15 @@ GGUF_MAGIC = b"GGUF"
 KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
 PIECE_BUFFER = 256
 PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class LlamaEngine(Engine):
@@ -42,8 +53,10 @@ class LlamaEngine(Engine):
         # Tokens whose keys and values are in the KV cache now, in order: the reusable prefix.
         self._cached: list[int] = []
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
-        self._one = None
+        self._one: Any = None
         self._prefixes: PrefixStore | None = None
+        self._grammars: GrammarCache | None = None  # built at the first constrained request
+        self._n_vocab = 0
 
     def use_prefix_store(self, store: PrefixStore | None) -> None:
         self._prefixes = store
@@ -96,6 +109,8 @@ class LlamaEngine(Engine):
         self._bos = self._token_text(lib.llama_vocab_bos(self._vocab))
         self._eos = self._token_text(lib.llama_vocab_eos(self._vocab))
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
+        self._n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
+        self._grammars = None
         self._cached = []
         if self._prefixes is not None:
             # The KV layout depends on the build, the context size and the cache type, not on threads or batch.
@@ -145,6 +160,7 @@ class LlamaEngine(Engine):
             self._lib.llama_model_free(self._model)
             self._model = None
         self._cached = []
+        self._grammars = None
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -153,7 +169,7 @@ class LlamaEngine(Engine):
         n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, room, self._add_bos, special)
         if n < 0:
             raise BadRequest("prompt could not be tokenised")
-        return tokens[:n]
+        return list(tokens[:n])
 
     def _sampler(self, params: SamplingParams) -> Any:
         lib = self._lib
@@ -168,6 +184,18 @@ class LlamaEngine(Engine):
         lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
 
+    def _mask(self, grammar: str | None) -> TokenMask | None:
+        if grammar is None:
+            return None
+        if self._grammars is None:
+            self._grammars = GrammarCache(llama_tokenizer(self._lib, self._vocab))
+        return TokenMask(self._grammars, grammar, self._n_vocab)
+
+    def _logits(self) -> Any:
+        import numpy as np
+
+        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
+
     def _prefill(self, tokens: list[int], preamble: int = 0) -> int:
         """Decode the prompt, reusing the longest prefix already in the KV cache; returns reused count.
 
@@ -176,12 +204,8 @@ class LlamaEngine(Engine):
         loaded instead of decoded.
         """
         lib = self._lib
-        reuse = 0
-        for cached, new in zip(self._cached, tokens):
-            if cached != new:
-                break
-            reuse += 1
-        reuse = min(reuse, len(tokens) - 1)  # the last prompt token must be decoded to get logits
+        # The last prompt token must be decoded to get logits.
+        reuse = min(common_prefix_length(self._cached, tokens), len(tokens) - 1)
         store = self._prefixes
         if store is not None and preamble > reuse:
             stored = store.longest_match(tokens, at_least=reuse)
@@ -191,7 +215,7 @@ class LlamaEngine(Engine):
         self._cached = self._cached[:reuse]
         save_at = preamble if store is not None and preamble - reuse >= MIN_PREFIX_TOKENS \
             and preamble < len(tokens) and not store.has(tuple(tokens[:preamble])) else 0
-        if save_at:
+        if save_at and store is not None:
             self._decode_prompt(tokens[reuse:save_at])
             self._save_prefix(store, tuple(tokens[:save_at]))
             reuse_end = save_at
@@ -246,12 +270,7 @@ class LlamaEngine(Engine):
         # Render the system part with a user turn no real prompt has; the prompts agree up to where it starts.
         probe = self.tokenize(render_chat(self._template, [*system, ChatMessage(role="user", content=PROBE_TEXT)],
                                           self._bos, self._eos))
-        common = 0
-        for a, b in zip(probe, tokens):
-            if a != b:
-                break
-            common += 1
-        return common
+        return common_prefix_length(probe, tokens)
 
     def _reset_cache(self) -> None:
         self._lib.llama_memory_clear(self._memory, True)
@@ -262,12 +281,14 @@ class LlamaEngine(Engine):
         if self._ctx is None:
             raise EngineError("no model loaded")
         started = time.perf_counter()
-        text = render_chat(self._template, messages, self._bos, self._eos) if messages is not None else prompt
+        text = (render_chat(self._template, messages, self._bos, self._eos, params.tools) if messages is not None
+                else prompt)
         tokens = self.tokenize(text or "")
         room = self._n_ctx - len(tokens)
         if room < 1:
             raise BadRequest(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
         max_tokens = min(params.max_tokens, room)
+        mask = self._mask(params.grammar)
         reused = self._prefill(tokens, self._preamble_length(messages, tokens))
         lib, ctx, vocab, piece, one = self._lib, self._ctx, self._vocab, self._piece, self._one
         sampler = self._sampler(params)
@@ -275,17 +296,24 @@ class LlamaEngine(Engine):
         finish, generated, first_at = "length", 0, 0.0
         try:
             while generated < max_tokens:
+                if mask is not None:
+                    mask.apply(self._logits())  # the sampler reads the logits from the context
                 token = lib.llama_sampler_sample(sampler, ctx, -1)
                 if not first_at:
                     first_at = time.perf_counter()
                 if lib.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
+                if mask is not None:
+                    mask.accept(token)
                 generated += 1
                 n = lib.llama_token_to_piece(vocab, token, piece, PIECE_BUFFER, 0, False)
                 ended_by = stream.deliver(piece.raw[:n] if n > 0 else b"", sink)
                 if ended_by:
                     finish = ended_by
+                    break
+                if mask is not None and mask.finished:
+                    finish = "stop"
                     break
                 one[0] = token
                 if lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1)) != 0:

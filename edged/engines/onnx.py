@@ -16,6 +16,8 @@ from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_sampling import Sampler
 from edged.engines.onnx_tokenizer import ByteBpeTokenizer
 from edged.engines.textstream import TextStream
+from edged.structured.constraint import TokenMask, bytes_tokenizer
+from edged.structured.grammar import GrammarCache
 from edged.errors import BadRequest, EngineError
 from edged.messages import ChatMessage
 
@@ -31,6 +33,7 @@ class OnnxEngine(Engine):
         self._n_ctx = 0
         self._n_batch = 0
         self._eog: frozenset[int] = frozenset()
+        self._grammars: GrammarCache | None = None  # built at the first constrained request
 
     @property
     def loaded(self) -> bool:
@@ -64,6 +67,7 @@ class OnnxEngine(Engine):
         self._n_ctx = min(settings.context, config.context_length)
         self._n_batch = max(1, settings.batch)
         self._eog = frozenset(config.eog_token_ids)
+        self._grammars = None
         size = sum(p.stat().st_size for p in self._dir.iterdir() if p.is_file())
         info = ModelInfo(name=config.name, path=str(self._dir), format="onnx", size_bytes=size,
                          parameters=config.parameters, context=self._n_ctx, context_train=config.context_length,
@@ -75,6 +79,20 @@ class OnnxEngine(Engine):
     def unload(self) -> None:
         self._session = None
         self._tokenizer = None
+        self._grammars = None
+
+    def _mask(self, grammar: str | None) -> TokenMask | None:
+        if grammar is None:
+            return None
+        tokenizer, config = self._tokenizer, self._config
+        assert tokenizer is not None and config is not None
+        if self._grammars is None:
+            special = tokenizer.special_ids
+            pieces = [tokenizer.texts[i].encode() if i in special else tokenizer.piece(i)
+                      for i in range(tokenizer.size)]
+            self._grammars = GrammarCache(bytes_tokenizer(pieces, config.eos_token_id, config.bos_token_id,
+                                                          sorted(special), tokenizer.encode))
+        return TokenMask(self._grammars, grammar, tokenizer.size)
 
     def tokenize(self, text: str) -> list[int]:
         if self._tokenizer is None or self._config is None:
@@ -84,13 +102,13 @@ class OnnxEngine(Engine):
             ids.insert(0, self._config.bos_token_id)
         return ids
 
-    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None) -> str:
+    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None, tools: tuple = ()) -> str:
         assert self._config is not None and self._tokenizer is not None
         if messages is None:
             return prompt or ""
         texts = self._tokenizer.texts
         bos = texts[self._config.bos_token_id] if self._config.bos_token_id is not None else ""
-        return render_chat(self._config.chat_template, messages, bos, texts[self._config.eos_token_id])
+        return render_chat(self._config.chat_template, messages, bos, texts[self._config.eos_token_id], tools)
 
     def _prefill(self, session: DecoderSession, tokens: list[int]) -> tuple[int, np.ndarray]:
         """Run the prompt, reusing the longest prefix already in the KV cache; returns (reused, logits)."""
@@ -112,28 +130,37 @@ class OnnxEngine(Engine):
         if session is None or tokenizer is None:
             raise EngineError("no model loaded")
         started = time.perf_counter()
-        tokens = self.tokenize(self._prompt_text(messages, prompt))
+        tokens = self.tokenize(self._prompt_text(messages, prompt, params.tools))
         if not tokens:
             raise BadRequest("the prompt is empty")
         room = self._n_ctx - len(tokens)
         if room < 1:
             raise BadRequest(f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}")
         max_tokens = min(params.max_tokens, room)
+        mask = self._mask(params.grammar)
         reused, logits = self._prefill(session, tokens)
         sample = Sampler(params)
         stream = TextStream(params.stop)
         finish, generated, first_at = "length", 0, 0.0
         while generated < max_tokens:
+            if mask is not None:
+                logits = np.array(logits, dtype=np.float32)  # a writable copy to mask
+                mask.apply(logits)
             token = sample(logits)
             if not first_at:
                 first_at = time.perf_counter()
             if token in self._eog:
                 finish = "stop"
                 break
+            if mask is not None:
+                mask.accept(token)
             generated += 1
             ended_by = stream.deliver(tokenizer.piece(token), sink)
             if ended_by:
                 finish = ended_by
+                break
+            if mask is not None and mask.finished:
+                finish = "stop"
                 break
             if generated < max_tokens:  # the last token's keys and values would never be read
                 logits = session.run([token])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.atomic import read_bounded
 from edged.errors import EngineError
 
@@ -16,11 +16,7 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_TOKENIZER_BYTES = 64 << 20
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """edged_model.json: what the engine needs beside the graph and the tokenizer (docs/models.md)."""
 
     format: Literal["edged-onnx-decoder"]
@@ -44,7 +40,7 @@ class ModelConfig(_Strict):
     source: str = Field("", max_length=1024)
 
 
-class AddedToken(_Strict):
+class AddedToken(StrictModel):
     id: int = Field(ge=0)
     content: str = Field(min_length=1)
     single_word: bool = False
@@ -54,25 +50,25 @@ class AddedToken(_Strict):
     special: bool = True
 
 
-class ByteLevelPre(_Strict):
+class ByteLevelPre(StrictModel):
     type: Literal["ByteLevel"]
     add_prefix_space: Literal[False] = False
     trim_offsets: bool = True
     use_regex: Literal[True] = True
 
 
-class DigitsPre(_Strict):
+class DigitsPre(StrictModel):
     type: Literal["Digits"]
     individual_digits: Literal[True]
 
 
-class SequencePre(_Strict):
+class SequencePre(StrictModel):
     type: Literal["Sequence"]
     pretokenizers: list[Annotated[DigitsPre | ByteLevelPre, Field(discriminator="type")]] = Field(
         min_length=1, max_length=2)
 
 
-class BpeModel(_Strict):
+class BpeModel(StrictModel):
     type: Literal["BPE"]
     dropout: None = None
     unk_token: str | None = None
@@ -85,13 +81,13 @@ class BpeModel(_Strict):
     merges: list[str] | list[list[str]]
 
 
-class TokenizerFile(_Strict):
+class TokenizerFile(StrictModel):
     """A Hugging Face tokenizer.json of the byte-level BPE kind (GPT-2, StarCoder, SmolLM2)."""
 
     version: str = "1.0"
     truncation: None = None
     padding: None = None
-    added_tokens: list[AddedToken] = []
+    added_tokens: list[AddedToken] = Field(default_factory=list)
     normalizer: None = None
     pre_tokenizer: Annotated[ByteLevelPre | SequencePre, Field(discriminator="type")]
     post_processor: dict[str, Any] | None = None

@@ -9,7 +9,8 @@ from edged.engines.base import SamplingParams
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
+    probabilities: np.ndarray = shifted / shifted.sum()
+    return probabilities
 
 
 class Sampler:

@@ -94,6 +94,7 @@ class ByteBpeTokenizer:
         for token in spec.added_tokens:
             self.texts[token.id] = token.content
             self._pieces[token.id] = b"" if token.special else token.content.encode()
+        self.special_ids = frozenset(t.id for t in spec.added_tokens if t.special)
         names = sorted(self.added, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, names)) + ")") if names else None
         self._cache: dict[str, tuple[int, ...]] = {}

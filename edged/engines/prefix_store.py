@@ -142,7 +142,7 @@ class PrefixStore:
         try:
             data = entry.path.read_bytes()
             header, blob = _header_and_blob(data)
-            if header.get("scope") != self._scope or tuple(header.get("tokens", ())) != entry.tokens \
+            if header.get("scope") != self._scope or header.get("tokens") != list(entry.tokens) \
                     or header.get("blob_sha256") != hashlib.sha256(blob).hexdigest():
                 raise ValueError("contents do not match the header")
         except (OSError, ValueError) as exc:

@@ -24,8 +24,13 @@ def probe(model: Path) -> dict[str, object]:
     info = engine.load(EngineSettings(threads=2, batch=64, context=256))
     loaded = time.monotonic()
     pieces: list[str] = []
+
+    def sink(text: str) -> bool:
+        pieces.append(text)
+        return True
+
     result = engine.generate([ChatMessage(role="user", content="Say OK.")], None,
-                             SamplingParams(max_tokens=1), lambda text: pieces.append(text) or True)
+                             SamplingParams(max_tokens=1), sink)
     engine.unload()
     report: dict[str, object] = {"ok": True, "model": info.name, "format": info.format,
                                  "load_s": round(loaded - started, 3),

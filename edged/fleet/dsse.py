@@ -13,9 +13,9 @@ from typing import Annotated, Any, Final
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from edged.validation import describe_validation_error as shared_describe
+from edged.validation import StrictModel, describe_validation_error as shared_describe
 from edged.errors import UpdateError
 
 logger = structlog.get_logger(__name__)
@@ -28,20 +28,18 @@ KEYID_PATTERN: Final = r"^[0-9a-f]{64}$"
 KeyId = Annotated[str, Field(pattern=KEYID_PATTERN, description="hex SHA-256 of the raw 32-byte Ed25519 public key")]
 
 
-class EnvelopeSignature(BaseModel):
+class EnvelopeSignature(StrictModel):
     """One signature of an envelope, attributed to a key id."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     keyid: KeyId
     sig: str = Field(min_length=1, max_length=128, description="standard base64 of the 64-byte Ed25519 signature")
 
 
-class Envelope(BaseModel):
-    """The envelope as it travels: the payload is base64 of the exact signed bytes."""
+class Envelope(StrictModel):
+    """The envelope as it travels: the payload is base64 of the exact signed bytes.
 
-    # Only the wire name "payloadType" is accepted on input.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    Only the wire name "payloadType" is accepted on input (StrictModel does not validate by name).
+    """
 
     payload_type: str = Field(
         alias="payloadType", min_length=1, max_length=128, description="media type that the signatures bind"

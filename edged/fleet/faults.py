@@ -7,19 +7,18 @@ import threading
 from collections.abc import Mapping
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edged.errors import ConfigError
 from edged.fleet.messages import encode_chunk
+from edged.validation import StrictModel
 
 # e.g. EDGED_TEST_DEPOT_FAULTS="drop=0.05,dup=0.05,reorder=0.1,garble=0.05,truncate=0.02,stale=0.05,seed=7":
 # each number is a probability per chunk. Not `EDGED_*`: the daemon reads those as config overrides.
 FAULTS_ENV: Final = "EDGED_TEST_DEPOT_FAULTS"
 
 
-class FaultPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
+class FaultPlan(StrictModel):
     drop: float = Field(default=0.0, ge=0, le=1, description="chunk not sent")
     dup: float = Field(default=0.0, ge=0, le=1, description="chunk sent twice")
     reorder: float = Field(default=0.0, ge=0, le=1, description="chunk held back and sent after the next one")

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Final, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edged.errors import UpdateError
 from edged import atomic
 from edged.fleet import dsse
 from edged.fleet.manifest import Artifact, Name
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -26,11 +27,7 @@ SlotName = Literal["slot-a", "slot-b"]
 MAX_JOURNAL_BYTES: Final = 64 * 1024
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class SlotPointer(_Strict):
+class SlotPointer(StrictModel):
     """``<state dir>/models/current``: the slot serving, and what is in it."""
 
     slot: SlotName = Field(description="the active slot")
@@ -41,7 +38,7 @@ class SlotPointer(_Strict):
     version: int = Field(ge=1, description="release version that installed it")
 
 
-class UpdateRecord(_Strict):
+class UpdateRecord(StrictModel):
     """The update in progress (or the last one): enough to finish or undo it after a crash."""
 
     channel: Name = Field(description="release channel")
@@ -60,7 +57,7 @@ class UpdateRecord(_Strict):
         return self.model_copy(update={"step": step, "reason": reason, "detail": detail})
 
 
-class JournalState(_Strict):
+class JournalState(StrictModel):
     """``<state dir>/update/journal.json``."""
 
     update: UpdateRecord | None = Field(default=None, description="the current or last update")

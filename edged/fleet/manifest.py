@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from typing import Annotated, Final
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from edged.errors import ConfigError, UpdateError
+from edged.strictmodes import unsafe_reason
 from edged import atomic
 from edged.fleet import dsse
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -33,11 +35,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", descri
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="a device id as in the config")]
 
 
-class FrozenModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class Artifact(FrozenModel):
+class Artifact(StrictModel):
     """One file the release installs, bound by size and SHA-256."""
 
     name: str = Field(min_length=1, max_length=128, description="file name in the model slot; no paths")
@@ -46,7 +44,7 @@ class Artifact(FrozenModel):
     format: str = Field(min_length=1, max_length=32, description="artifact format, e.g. gguf")
 
 
-class TargetSelector(FrozenModel):
+class TargetSelector(StrictModel):
     """Who should install: each non-empty list must match (OR within a list, AND across lists)."""
 
     devices: list[DeviceId] = Field(default_factory=list, max_length=2000, description="device ids")
@@ -54,7 +52,7 @@ class TargetSelector(FrozenModel):
     hardware: list[Name] = Field(default_factory=list, max_length=64, description="hardware ids, e.g. rpi5")
 
 
-class HealthCheck(FrozenModel):
+class HealthCheck(StrictModel):
     """The smoke test run after installing, before the new model is committed."""
 
     prompt: str = Field(min_length=1, max_length=2000, description="test prompt (never logged)")
@@ -63,7 +61,7 @@ class HealthCheck(FrozenModel):
     expect_nonempty: bool = Field(default=True, description="fail when the answer is empty")
 
 
-class ReleaseManifest(FrozenModel):
+class ReleaseManifest(StrictModel):
     """The signed release manifest (payload type ``application/vnd.edged.release+json``)."""
 
     fleet: Name = Field(description="fleet name; a device only takes its own fleet's releases")
@@ -105,7 +103,7 @@ class DeviceIdentity:
         )
 
 
-class ArtifactLimits(FrozenModel):
+class ArtifactLimits(StrictModel):
     """What this device is willing to download and install."""
 
     max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="cap per artifact")
@@ -142,12 +140,12 @@ def is_safe_name(name: str) -> bool:
     return bool(_SAFE_NAME.fullmatch(name)) and ".." not in name and not name.endswith(_RESERVED_SUFFIXES)
 
 
-class ChannelRecord(FrozenModel):
+class ChannelRecord(StrictModel):
     version: int = Field(ge=1, le=2**63 - 1, description="highest manifest version accepted on the channel")
     payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of that manifest's signed payload")
 
 
-class VersionState(FrozenModel):
+class VersionState(StrictModel):
     """``<state dir>/trust/versions.json``: rollback protection, written before any download."""
 
     channels: dict[Name, ChannelRecord] = Field(
@@ -233,6 +231,9 @@ class ReleaseVerifier:
         raise UpdateError("version", message)
 
     def _load_state(self) -> VersionState:
+        problem = unsafe_reason(self.versions_path)
+        if problem is not None:  # a rewritable record of versions re-opens every rollback
+            raise UpdateError("state", f"refusing {self.versions_path}: {problem}; chmod go-w it and its directories")
         try:
             data = atomic.read_bounded(self.versions_path, dsse.MAX_ENVELOPE_BYTES)
         except FileNotFoundError:

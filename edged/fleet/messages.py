@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edged.errors import UpdateError
 from edged.fleet import dsse
 from edged.fleet.manifest import MAX_CHUNK_SIZE, Name
+from edged.validation import StrictModel
 
 PULL_LEAF: Final = "update/pull"
 MAX_PULL_BYTES: Final = 1024
@@ -27,11 +28,7 @@ KIND_DATA: Final = 0
 KIND_ERROR: Final = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class PullRequest(_Strict):
+class PullRequest(StrictModel):
     """Device to depot, JSON on ``<prefix>/<device>/update/pull``: send me these chunks of this release."""
 
     v: Literal[1] = Field(default=1, description="format version")
@@ -54,7 +51,7 @@ def parse_pull(payload: bytes) -> PullRequest:
         raise UpdateError("malformed", f"pull request: {dsse.describe_validation_error(exc)}") from None
 
 
-class ChunkHeader(_Strict):
+class ChunkHeader(StrictModel):
     """The checked header of a chunk frame (the data itself stays a memoryview)."""
 
     kind: Literal[0, 1] = Field(description="0 = chunk data, 1 = the depot cannot serve the request (data = reason)")
@@ -127,12 +124,12 @@ UpdatePhase = Literal[
 ]
 
 
-class ReleaseRef(_Strict):
+class ReleaseRef(StrictModel):
     channel: str = Field(max_length=64, description="release channel")
     version: int = Field(ge=0, description="manifest version")
 
 
-class ActiveModel(_Strict):
+class ActiveModel(StrictModel):
     """What the device serves now: a slot installed by an update, or the configured model (slot None)."""
 
     slot: str | None = Field(default=None, description="slot-a, slot-b, or None for the configured model")
@@ -140,7 +137,7 @@ class ActiveModel(_Strict):
     release: ReleaseRef | None = Field(default=None, description="the release that installed it")
 
 
-class UpdateStateReport(_Strict):
+class UpdateStateReport(StrictModel):
     """Retained JSON on ``<prefix>/<device>/update/state``: the device's latest update state."""
 
     device_id: str = Field(max_length=128, description="the device")

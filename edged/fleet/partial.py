@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Final
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edged.errors import UpdateError
 from edged import atomic
 from edged.fleet.hashing import sha256_file
 from edged.fleet import dsse
 from edged.fleet.manifest import Artifact
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -22,10 +23,8 @@ PARTIAL_SUFFIX: Final = ".partial"
 BITMAP_SUFFIX: Final = ".bitmap"
 
 
-class BitmapFile(BaseModel):
+class BitmapFile(StrictModel):
     """``<name>.bitmap``: which chunks of which download are safely on disk."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     manifest: str = Field(pattern=r"^[0-9a-f]{64}$", description="payload hash of the manifest being downloaded")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the artifact's SHA-256")

@@ -89,7 +89,8 @@ class UpdateService(MqttFeature):
         self._report = StateReporter(link, self.topics.update_state, self.device_id, self.slots,
                                      self.control.configured_model, self.settings.progress_interval_s)
         self.subscribe(self.offer_topics(), 1, OFFER_INBOX, self._offer_from_mqtt)
-        self._chunks = ChunkInbox(self.inbox(4096), 2 * self.settings.window_bytes + MAX_CHUNK_SIZE)
+        chunk_bytes = 2 * self.settings.window_bytes + MAX_CHUNK_SIZE
+        self._chunks = ChunkInbox(self.inbox(4096, max_bytes=chunk_bytes), chunk_bytes)
         link.subscribe(self.topics.update_chunks, 1, self._chunks)
         self.spawn(self._updates_forever(), "update-worker")
         if self._pause_at:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edged.fleet.manifest import GIB, ArtifactLimits, DeviceIdentity, Name
 from edged.fleet.trust import ClockPolicy, ExpiryClock
+from edged.validation import StrictModel
 
 # Defaults with the reason for each value.
 DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024  # in flight: fills a LAN round trip (about 75 MB/s locally), small for a Pi
@@ -19,14 +20,12 @@ DEFAULT_PROGRESS_S = 2.0  # retained progress reports at most this often: a flee
 DEFAULT_SYNC_BYTES = 8 * 1024 * 1024  # fsync data, then the bitmap, every 8 MiB: bounds work lost on power cut
 
 
-class UpdateSettings(BaseModel):
+class UpdateSettings(StrictModel):
     """Signed model updates over MQTT (issue 6). Present in the config = updates on (needs ``[mqtt]``).
 
     The device takes a release only if it is signed by its trust root (``edged fleet install-root``),
     names this ``fleet`` and matches ``device id``, ``groups`` and ``hardware``.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     fleet: Name = Field(default="default", description="fleet name; releases of other fleets are refused")
     channels: list[Name] = Field(

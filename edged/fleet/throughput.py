@@ -16,7 +16,7 @@ from edged.fleet.catalog import ReleaseCatalog
 from edged.fleet.depot import Depot
 from edged.fleet.keystore import OperatorKeys
 from edged.fleet.manifest import MAX_CHUNK_SIZE, Artifact, ReleaseManifest
-from edged.fleet.messages import pull_topic
+from edged.fleet.messages import PullRequest, pull_topic
 from edged.fleet.partial import PartialDownload
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.transfer import ChunkInbox, ChunkTransfer
@@ -94,10 +94,11 @@ async def _pull(mqtt: MqttSettings, settings: UpdateSettings, directory: Path, a
         await asyncio.sleep(0.2)  # let the SUBACKs of both clients land before the first request
         partial = PartialDownload(directory, artifact, chunk_size, "0" * 64)
         partial.open()
-        transfer = ChunkTransfer(partial, "bench", 1, settings,
-                                 lambda request: link.publish(pull_topic(mqtt.topic_prefix, device_id),
-                                                              request.encode(), qos=1),
-                                 lambda: None, lambda *_: None)
+
+        def send(request: PullRequest) -> None:
+            link.publish(pull_topic(mqtt.topic_prefix, device_id), request.encode(), qos=1)
+
+        transfer = ChunkTransfer(partial, "bench", 1, settings, send, lambda: None, lambda *_: None)
 
         started = time.monotonic()
         stats = await transfer.run(inbox.get)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import re
@@ -15,20 +14,21 @@ from typing import Annotated, Final, Literal
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, model_validator
 
+from edged.crypto.clock import clock_synchronised
 from edged.errors import ConfigError, UpdateError
+from edged.strictmodes import check_strict
 from edged import atomic
 from edged.fleet import dsse
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
 ROOT_PAYLOAD_TYPE: Final = "application/vnd.edged.root+json"
 MAX_ROLE_KEYS: Final = 16
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
-SYSTEMD_SYNC_FLAG: Final = Path("/run/systemd/timesync/synchronized")
 _TIMESTAMP_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
-_TIME_ERROR: Final = 5  # adjtimex(2) return value when the kernel clock is not NTP-synchronized
 
 
 def _parse_timestamp(value: object) -> object:
@@ -69,10 +69,8 @@ def public_key_from_hex(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
 
 
-class RoleKeys(BaseModel):
+class RoleKeys(StrictModel):
     """The keys of one role and how many of them (distinct) must sign."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     threshold: int = Field(ge=1, le=MAX_ROLE_KEYS, description="distinct valid signatures needed")
     keys: list[PublicKeyHex] = Field(min_length=1, max_length=MAX_ROLE_KEYS, description="Ed25519 public keys")
@@ -91,10 +89,8 @@ class RoleKeys(BaseModel):
         return {dsse.keyid_of(key): key for key in public_keys}
 
 
-class TrustRoot(BaseModel):
+class TrustRoot(StrictModel):
     """The trust root document (payload type ``application/vnd.edged.root+json``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     version: int = Field(ge=1, le=2**63 - 1, description="root version; rotation goes N to exactly N+1")
     expires: UtcTimestamp = Field(description="after this instant the root no longer vouches for releases")
@@ -137,18 +133,9 @@ def read_self_signed_root(envelope_bytes: bytes) -> TrustRoot:
     return root
 
 
-def system_clock_synced() -> bool:
-    """True when the kernel clock is NTP-disciplined (what ``timedatectl`` reports) or timesyncd says so."""
-    if SYSTEMD_SYNC_FLAG.exists():
-        return True
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the running process's libc, without a library search
-        # modes = 0 (the first int of struct timex) makes this a read-only query; the buffer is
-        # larger than any struct timex, so its exact layout on this ABI does not matter.
-        timex = ctypes.create_string_buffer(1024)
-        return bool(libc.adjtimex(timex) != _TIME_ERROR)
-    except (OSError, AttributeError):
-        return False
+def system_clock_synced(root: Path | str = "/") -> bool:
+    """The daemon's one clock-sync answer (edged.crypto.clock): an error reading it means "not synchronised"."""
+    return clock_synchronised(root)
 
 
 ClockPolicy = Literal["require_sync", "trust_local"]
@@ -199,6 +186,7 @@ class TrustStore:
         Re-read whenever the file changed (an atomic rename gives it a new inode), so a root that
         `edged fleet install-root` advanced while the daemon runs takes effect at once.
         """
+        check_strict(self.path, "trust root")  # whoever can rewrite it decides which models run
         try:
             stat = self.path.stat()
             file_id = (stat.st_ino, stat.st_mtime_ns, stat.st_size)

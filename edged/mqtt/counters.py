@@ -12,6 +12,7 @@ CounterName = Literal[
     "auth_failures",  # CONNACK refused for credentials, authorisation or a ban
     "disconnects",  # established connections that ended (lost or closed)
     "dropped_inbound",  # messages dropped because an inbox was full or unreadable
+    "oversize_inbound",  # packets over max_packet_bytes: the connection was closed before reading them
     "handler_errors",  # exceptions raised by inbound handlers (logged and swallowed)
     "publish_failures",  # publishes refused locally, refused by the broker, or lost at stop
     "callback_errors",  # exceptions inside the link's own paho callbacks (a bug if non-zero)

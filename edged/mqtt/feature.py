@@ -28,7 +28,7 @@ class LinkPort(Protocol):
 
     @property
     def is_connected(self) -> bool: ...
-    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> AsyncInbox: ...
+    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int, max_bytes: int = ...) -> AsyncInbox: ...
     def subscribe(self, topic_filter: str, qos: int, handler: InboundHandler) -> None: ...
     def unsubscribe(self, topic_filter: str) -> None: ...
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
@@ -71,9 +71,11 @@ class MqttFeature:
         self.spawn(self._read_forever(inbox, handle), f"{self.name}-reader")
         return inbox
 
-    def inbox(self, maxsize: int) -> AsyncInbox:
-        """A bounded inbox without a reader (the feature pulls from it itself)."""
-        return self.link.inbox(asyncio.get_running_loop(), maxsize)
+    def inbox(self, maxsize: int, max_bytes: int | None = None) -> AsyncInbox:
+        """A bounded inbox without a reader (the feature pulls from it itself); ``max_bytes`` of payload."""
+        if max_bytes is None:
+            return self.link.inbox(asyncio.get_running_loop(), maxsize)
+        return self.link.inbox(asyncio.get_running_loop(), maxsize, max_bytes)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A task that ``stop()`` cancels; it leaves the set when it ends."""

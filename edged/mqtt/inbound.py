@@ -9,10 +9,11 @@ from collections.abc import Callable
 import structlog
 from paho.mqtt.client import MQTTMessage, topic_matches_sub
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.errors import ConfigError
 from edged.mqtt.counters import LinkCounters
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
@@ -24,10 +25,8 @@ class InvalidTopicError(ConfigError):
     """A topic name or topic filter breaks the MQTT rules."""
 
 
-class InboundMessage(BaseModel):
+class InboundMessage(StrictModel):
     """One message from the broker, as handlers see it (MQTT 5 fields are None on 3.1.1)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     topic: str = Field(min_length=1, max_length=MAX_TOPIC_BYTES, description="Topic it was published to")
     payload: bytes = Field(max_length=268_435_455, description="Raw payload bytes")
@@ -144,17 +143,21 @@ class Subscriptions:
 class AsyncInbox:
     """A handler that hands messages from paho's thread to one asyncio loop, bounded.
 
-    When ``maxsize`` messages are waiting, new ones are dropped and counted: the network thread
-    never blocks (a blocked network thread misses keepalives and PUBACKs). The bound counts
-    messages already scheduled onto the loop too, so a stalled loop cannot grow memory.
+    When ``maxsize`` messages or ``max_bytes`` payload bytes are waiting, new ones are dropped
+    and counted: the network thread never blocks (a blocked network thread misses keepalives
+    and PUBACKs). The bounds count messages already scheduled onto the loop too, so a stalled
+    loop cannot grow memory.
     Use it as ``link.subscribe(filter, 1, inbox)`` and ``msg = await inbox.get()``.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, counters: LinkCounters | None = None) -> None:
-        if maxsize < 1:
-            raise ConfigError("AsyncInbox maxsize must be at least 1")
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, counters: LinkCounters | None = None,
+                 max_bytes: int | None = None) -> None:
+        if maxsize < 1 or (max_bytes is not None and max_bytes < 1):
+            raise ConfigError("AsyncInbox maxsize and max_bytes must be at least 1")
         self._loop = loop
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._counters = counters
         self._lock = threading.Lock()
         self._waiting = 0
@@ -165,11 +168,18 @@ class AsyncInbox:
     def dropped(self) -> int:
         return self._dropped
 
+    @property
+    def waiting_bytes(self) -> int:
+        return self._bytes
+
     def __call__(self, message: InboundMessage) -> None:
+        size = len(message.payload)
         with self._lock:
-            accepted = self._waiting < self._maxsize
+            accepted = self._waiting < self._maxsize and (
+                self._max_bytes is None or self._bytes + size <= self._max_bytes)
             if accepted:
                 self._waiting += 1
+                self._bytes += size
         if accepted:
             try:
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, message)
@@ -177,12 +187,14 @@ class AsyncInbox:
             except RuntimeError:  # the loop is closed
                 with self._lock:
                     self._waiting -= 1
+                    self._bytes -= size
         self._record_drop(message.topic)
 
     async def get(self) -> InboundMessage:
         message = await self._queue.get()
         with self._lock:
             self._waiting -= 1
+            self._bytes -= len(message.payload)
         return message
 
     def _record_drop(self, topic: str) -> None:
@@ -193,5 +205,6 @@ class AsyncInbox:
             self._counters.bump("dropped_inbound")
         if dropped == 1 or dropped % 100 == 0:  # a flood must not become a log flood
             logger.warning(
-                "mqtt inbox full, dropped a message", topic=topic, dropped_total=dropped, maxsize=self._maxsize
+                "mqtt inbox full, dropped a message", topic=topic, dropped_total=dropped, maxsize=self._maxsize,
+                max_bytes=self._max_bytes,
             )

@@ -15,16 +15,20 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from edged.errors import TransportError
+from edged.ratelog import RejectSummary
 from edged.mqtt.backoff import ReconnectBackoff
 from edged.mqtt.counters import LinkCounters
 from edged.mqtt.inbound import AsyncInbox, InboundHandler, Subscriptions, check_topic_name, inbound_from_paho
-from edged.mqtt.paho_client import build_client, publish_properties, stop_network_thread
+from edged.mqtt.paho_client import build_client, connect_properties, publish_properties, stop_network_thread
 from edged.mqtt.publishing import PendingPublishes, PublishHandle, StatusMessage
 from edged.mqtt.settings import MqttSettings
 from edged.mqtt.supervisor import ConnectionSupervisor, LinkEvent
 
 logger = structlog.get_logger(__name__)
 
+# A link's inboxes hold at most this many payload bytes each (plus one largest packet): a
+# flood of valid-sized messages must not grow a 1 GB device's memory by more than this.
+DEFAULT_INBOX_BYTES = 4 * 1024 * 1024
 ConnectionHook = Callable[[LinkEvent], None]
 WillFactory = Callable[[], StatusMessage]
 
@@ -52,8 +56,14 @@ class MqttLink:
         on_connect: ConnectionHook | None = None,
         on_disconnect: ConnectionHook | None = None,
         environ: Mapping[str, str] | None = None,
+        max_packet_bytes: int | None = None,
     ) -> None:
         """``client_id`` is used when ``settings.client_id`` is unset; ``environ`` is for tests.
+
+        ``max_packet_bytes`` bounds every incoming packet: sent as MQTT 5 Maximum Packet Size in
+        CONNECT (the broker then drops bigger messages for us), and enforced before reading on
+        both protocols (a bigger packet closes the connection; see ``BoundedClient``). Inboxes
+        made by ``inbox()`` hold at least one such packet.
 
         ``will`` is a fixed message, or a factory called on paho's thread before every connection
         attempt (a birth/death sequence number in the will changes per attempt, as in Sparkplug).
@@ -64,6 +74,7 @@ class MqttLink:
         self._on_connect_hook = on_connect
         self._on_disconnect_hook = on_disconnect
         self._environ = environ
+        self._max_packet_bytes = max_packet_bytes
         self._v5 = settings.protocol == "5"
         self.counters = LinkCounters()
         self._supervisor = ConnectionSupervisor(
@@ -72,6 +83,7 @@ class MqttLink:
             self._client_id,
             settings.broker_url().redacted(),
         )
+        self._rejects = RejectSummary("mqtt inbound message dropped", logger)
         self._subscriptions = Subscriptions()
         self._pending = PendingPublishes()
         self._client: mqtt.Client | None = None
@@ -85,9 +97,13 @@ class MqttLink:
     def client_id(self) -> str:
         return self._client_id
 
-    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> AsyncInbox:
-        """An AsyncInbox whose drops count in this link's ``dropped_inbound``."""
-        return AsyncInbox(loop, maxsize, self.counters)
+    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int, max_bytes: int = DEFAULT_INBOX_BYTES) -> AsyncInbox:
+        """An AsyncInbox whose drops count in this link's ``dropped_inbound``.
+
+        Bounded in messages and in payload bytes (never below one largest allowed packet).
+        """
+        floor = self._max_packet_bytes or 0
+        return AsyncInbox(loop, maxsize, self.counters, max_bytes=max(max_bytes, floor))
 
     def start(self) -> None:
         """Read the secrets, build the client and let paho's thread connect; never waits for the broker.
@@ -98,7 +114,8 @@ class MqttLink:
             raise TransportError("this MQTT link was already started; make a new one")
         broker = self._settings.broker_url()
         fixed_will = self._will if isinstance(self._will, StatusMessage) else None
-        client = build_client(self._settings, self._client_id, fixed_will, self._environ)
+        client = build_client(self._settings, self._client_id, fixed_will, self._environ,
+                              self._max_packet_bytes, self._oversize)
         client.on_pre_connect = self._guarded("on_pre_connect", self._handle_pre_connect)
         client.on_connect = self._guarded("on_connect", self._handle_connect)
         client.on_connect_fail = self._guarded("on_connect_fail", self._handle_connect_fail)
@@ -107,7 +124,8 @@ class MqttLink:
         client.on_subscribe = self._guarded("on_subscribe", self._handle_subscribe)
         client.on_message = self._guarded("on_message", self._handle_message)
         if self._v5:
-            client.connect_async(broker.host, broker.port, self._settings.keepalive_s, clean_start=True)
+            client.connect_async(broker.host, broker.port, self._settings.keepalive_s, clean_start=True,
+                                 properties=connect_properties(True, self._max_packet_bytes))
         else:
             client.connect_async(broker.host, broker.port, self._settings.keepalive_s)
         self._client = client
@@ -267,12 +285,16 @@ class MqttLink:
     ) -> None:
         self._subscriptions.acknowledged(mid, reason_codes)
 
+    def _oversize(self, size: int) -> None:
+        self.counters.bump("oversize_inbound")
+        self._rejects.note("oversize", size=size, max_packet_bytes=self._max_packet_bytes)
+
     def _handle_message(self, _client: mqtt.Client, _userdata: object, message: MQTTMessage) -> None:
         try:
             inbound = inbound_from_paho(message)
         except (UnicodeDecodeError, ValidationError):
             self.counters.bump("dropped_inbound")
-            logger.warning("mqtt malformed inbound message dropped", mid=message.mid)
+            self._rejects.note("malformed", mid=message.mid)
             return
         for handler in self._subscriptions.handlers_for(inbound.topic):
             try:

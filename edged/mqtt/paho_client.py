@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.client import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -25,18 +25,52 @@ STOP_JOIN_S = 2.0
 STOP_JOIN_ATTEMPTS = 3
 
 
+class BoundedClient(mqtt.Client):
+    """A paho client that will not read an incoming packet larger than ``max_packet_bytes``.
+
+    MQTT 5 brokers honour the Maximum Packet Size sent in CONNECT and never forward a bigger
+    message; a 3.1.1 broker (or a broken one) may. paho would buffer the whole packet, so a
+    hostile publisher could fill a small device's memory. Once the remaining length is known
+    and too big, the next read fails: paho closes the connection and reconnects, and with a
+    clean session the broker forgets the message. ``on_oversize`` runs on paho's thread.
+    """
+
+    max_packet_bytes: int | None = None
+    on_oversize: Callable[[int], None] | None = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        limit = self.max_packet_bytes
+        packet = self._in_packet
+        if limit is not None and packet["have_remaining"] and packet["remaining_length"] > limit:
+            if self.on_oversize is not None:
+                self.on_oversize(packet["remaining_length"])  # before any body byte; the socket closes next
+            raise OSError(f"incoming packet of {packet['remaining_length']} bytes is over {limit}")
+        return super()._sock_recv(bufsize)
+
+
+def connect_properties(v5: bool, max_packet_bytes: int | None) -> Properties | None:
+    """MQTT 5 CONNECT properties: Maximum Packet Size, so the broker never forwards more."""
+    if not v5 or max_packet_bytes is None:
+        return None
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = max_packet_bytes
+    return properties
+
+
 def build_client(
     settings: MqttSettings,
     client_id: str,
     will: StatusMessage | None,
     environ: Mapping[str, str] | None = None,
+    max_packet_bytes: int | None = None,
+    on_oversize: Callable[[int], None] | None = None,
 ) -> mqtt.Client:
     """A client with identity, secrets, TLS, will and limits set, no callbacks, not connected.
 
     Raises ConfigError for an unreadable password, CA, certificate or key file.
     """
     v5 = settings.protocol == "5"
-    client = mqtt.Client(
+    client = BoundedClient(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -44,6 +78,8 @@ def build_client(
         clean_session=None if v5 else True,
         reconnect_on_failure=True,
     )
+    client.max_packet_bytes = max_packet_bytes
+    client.on_oversize = on_oversize
     client.suppress_exceptions = True  # a second net under the link's own guards
     client.on_socket_open = _no_delay
     client.max_inflight_messages_set(settings.max_inflight)

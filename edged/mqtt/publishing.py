@@ -7,17 +7,17 @@ import threading
 from collections.abc import Callable
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
 AckCallback = Callable[["PublishHandle"], None]
 
 
-class StatusMessage(BaseModel):
+class StatusMessage(StrictModel):
     """A QoS 1 message about the link itself: the will, or a final message sent by stop()."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     topic: str = Field(min_length=1, max_length=65535, description="Topic, no wildcards")
     payload: bytes = Field(max_length=65535, description="Payload, e.g. a small status JSON")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.errors import ConfigError
 from edged.mqtt.url import BrokerUrl, parse_broker_url
+from edged.validation import StrictModel
 
 # Defaults with the reason for each value. Tests pass smaller values through the settings.
 DEFAULT_KEEPALIVE_S = 60
@@ -23,7 +24,7 @@ _CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 _USERNAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
-class MqttSettings(BaseModel):
+class MqttSettings(StrictModel):
     """How edged talks to its MQTT broker.
 
     Secrets never live in the TOML file: the password and the TLS private key are read from
@@ -33,8 +34,6 @@ class MqttSettings(BaseModel):
     ``password_file = "mqtt-password"`` works under ``DynamicUser=yes``. An absolute path is
     used as it is. Path fields are not strict because TOML gives strings.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     url: str = Field(
         min_length=1,

@@ -5,26 +5,25 @@ from __future__ import annotations
 import time
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edged.errors import SensorError
 from edged.power.readings import ESTIMATE, PowerSample, checked_watts
 from edged.power.sysfs import SysfsRoot
 from edged.power.thermal import CpuSecondsClock, ProcessCpuClock
+from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
 
 MODEL_FILES = ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
 
 
-class BoardCoefficients(BaseModel):
+class BoardCoefficients(StrictModel):
     """Linear power model: ``idle_w + w_per_busy_core × busy cores of this process``.
 
     Rough figures from public measurements of whole boards at the supply; good enough to compare
     profiles, never to be reported as a measurement (every figure from it says ``estimate``).
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     board: str = Field(min_length=1, max_length=64, description="board key, e.g. pi5")
     idle_w: float = Field(ge=0, le=500, description="board power at idle, W")

@@ -1,7 +1,7 @@
 """The device energy counter and per-request energy accounting, sampled off the event loop.
 
 Design choice: one background thread (``EnergyMeter.start``) samples every sensor once per
-``idle_period_s`` (1 s) and every ``active_period_s`` (0.2 s) while a request runs. A thread,
+``idle_period_s`` (5 s) and every ``active_period_s`` (0.2 s) while a request runs. A thread,
 not an asyncio task, because readers can block for milliseconds (``vcgencmd`` is a subprocess;
 INA2xx attributes are I²C transactions) and must never stall the loop. ``begin``/``end`` do no
 I/O: they read the counter under a lock and extrapolate from the last sample to "now" (at most
@@ -27,10 +27,12 @@ from edged.power.sensors import detect
 
 logger = structlog.get_logger(__name__)
 
-IDLE_PERIOD_S = 1.0
+# Idle, power and temperature change slowly and nothing waits on a reading: waking the CPU every
+# second only costs battery (issue 16: idle CPU near zero). A request switches to fast sampling at once.
+IDLE_PERIOD_S = 5.0
 ACTIVE_PERIOD_S = 0.2
 # Beyond this the last sample says little about the present; better to undercount than invent.
-MAX_EXTRAPOLATION_S = 5.0
+MAX_EXTRAPOLATION_S = 2 * IDLE_PERIOD_S
 
 
 class ReadingsSource(Protocol):

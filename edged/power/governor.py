@@ -86,7 +86,7 @@ class Governor:
         logger.info("power profile override", source=source, profile=name)
 
     def overrides(self) -> dict[str, str]:
-        return dict(self._overrides)
+        return {str(source): name for source, name in self._overrides.items()}
 
     def _update_flags(self, readings: Readings) -> None:
         rules = self.rules
@@ -169,7 +169,8 @@ class Governor:
     def decide(self, readings: Readings | None, now: float) -> Decision:
         """The profile to run now and why; ``changed`` is true exactly when a switch happens."""
         want = self._automatic(readings, now)
-        override_source = "local" if "local" in self._overrides else "remote" if self._overrides else None
+        override_source: OverrideSource | None = (
+            "local" if "local" in self._overrides else "remote" if self._overrides else None)
         if override_source is not None:
             pinned = self._overrides[override_source]
             overruled = (want.critical and self.rules.critical_beats_override

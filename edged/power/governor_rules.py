@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.power.profiles import PROFILE_NAME_PATTERN
+from edged.validation import StrictModel
 
 
-class GovernorRules(BaseModel):
+class GovernorRules(StrictModel):
     """Every threshold has hysteresis: ``*_enter`` switches, ``*_exit``/``*_recover`` switches back."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     default_profile: str = Field(default="balanced", pattern=PROFILE_NAME_PATTERN,
                                  description="profile when no condition is active")

@@ -55,8 +55,10 @@ class Rail:
     def read(self, sysfs: SysfsRoot) -> tuple[float, float | None]:
         """(watts, volts) of this rail."""
         millivolts = sysfs.read_int(self.voltage_file)
-        milliwatts = None if self.power_file is None else sysfs.read_int(self.power_file)
-        if milliwatts is None:
+        power = None if self.power_file is None else sysfs.read_int(self.power_file)
+        if power is not None:
+            milliwatts = float(power)
+        else:
             milliamps = sysfs.read_int(self.current_file)
             if milliamps is None or millivolts is None:
                 raise SensorError(f"{self.current_file.parent}: rail {self.label} has no readings")

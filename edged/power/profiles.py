@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 import edged
-from edged.atomic import read_bounded
 from edged.errors import ConfigError
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error, read_toml
 
 MAX_PROFILE_BYTES = 64 * 1024
 PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -19,14 +17,12 @@ PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Priority = Literal["interactive", "normal", "background"]
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 MIN_BUDGET_TOKENS_PER_S = 4.0
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(StrictModel):
     """How the engine runs the model; changing any field but ``max_tokens`` needs a reload."""
 
-    model_config = _STRICT
 
     threads: int = Field(ge=1, le=64, description="CPU threads for decoding (clamped to the CPU count)")
     batch: int = Field(ge=1, le=4096, description="n_batch: prompt tokens evaluated per step")
@@ -37,7 +33,7 @@ class EngineSettings(BaseModel):
     max_tokens: int = Field(ge=1, le=32768, description="upper bound on completion tokens per request")
 
 
-class PaceSettings(BaseModel):
+class PaceSettings(StrictModel):
     """Pacing between tokens, applied at the next token after a profile change.
 
     The pause after each token is the larger of two constraints (``pause_after_token``):
@@ -46,7 +42,6 @@ class PaceSettings(BaseModel):
     cycle, which keeps generation to that fraction of wall time.
     """
 
-    model_config = _STRICT
 
     max_tokens_per_s: float | None = Field(
         default=None, gt=0, le=10000, description="decode rate cap in tokens/s; absent = no cap")
@@ -86,10 +81,9 @@ class PaceSettings(BaseModel):
         return max(0.0, period - token_seconds)
 
 
-class AdmissionSettings(BaseModel):
+class AdmissionSettings(StrictModel):
     """Which requests the core accepts while this profile is active."""
 
-    model_config = _STRICT
 
     queue_length: int = Field(ge=0, le=1024, description="waiting requests beyond the running one")
     priorities: list[Priority] = Field(
@@ -105,28 +99,25 @@ class AdmissionSettings(BaseModel):
         return value
 
 
-class IdleSettings(BaseModel):
+class IdleSettings(StrictModel):
     """What happens when no request arrives for a while."""
 
-    model_config = _STRICT
 
     unload_after_s: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600,
         description="unload the model after this many idle seconds; absent = never unload")
 
 
-class UpdateSettings(BaseModel):
+class UpdateSettings(StrictModel):
     """Whether fleet model updates may use the network and disk while this profile is active."""
 
-    model_config = _STRICT
 
     allow_downloads: bool = Field(description="true lets model update downloads run")
 
 
-class Profile(BaseModel):
+class Profile(StrictModel):
     """One power profile: engine, pacing, admission, idle and update policy."""
 
-    model_config = _STRICT
 
     name: str = Field(pattern=PROFILE_NAME_PATTERN, description="equals the file stem")
     description: str = Field(min_length=1, max_length=500, description="one line for operators")
@@ -154,19 +145,7 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 def load_profile(path: Path | str) -> Profile:
     """Read, parse and validate one profile file; its ``name`` must equal the file stem."""
     path = Path(path)
-    try:
-        raw = read_bounded(path, MAX_PROFILE_BYTES)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_PROFILE_BYTES // 1024} KiB, refusing to parse")
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    profile = parse_profile(data, str(path))
+    profile = parse_profile(read_toml(path, MAX_PROFILE_BYTES), str(path))
     if profile.name != path.stem:
         raise ConfigError(f"{path}: name: {profile.name!r} does not match the file name {path.stem!r}")
     return profile

@@ -122,7 +122,7 @@ class LogHistogram:
         if index == self._regular + 1:
             return self.max
         middle = self.lowest * 2.0 ** ((index - 0.5) / self._per_octave)
-        return min(max(middle, self.min), self.max)
+        return float(min(max(middle, self.min), self.max))
 
     def summary(self) -> HistogramSummary:
         p50, p95, p99 = (self.quantile(q) for q in QUANTILES)

@@ -10,6 +10,7 @@ historical.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any, Callable
 
@@ -118,7 +119,7 @@ class TelemetryPublisher(MqttFeature):
                 self._in_flight.add(message.seq)
                 handle = self.link.publish(self._topic, message.payload, qos=1)
                 self._cursor = message.seq
-                handle.on_ack(lambda h, seq=message.seq: self._acked(seq, h))
+                handle.on_ack(functools.partial(self._acked, message.seq))
 
     async def _device_records_forever(self) -> None:
         while True:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+
+from edged.validation import StrictModel
 
 SCHEMA: Final = "edged.telemetry/1"
 # A field named after an OpenTelemetry convention keeps that convention's unit (s, By, 1, J, W, Cel);
@@ -38,10 +40,9 @@ def _wire(name: str) -> _Aliases:
     return _Aliases(validation_alias=name, serialization_alias=name)
 
 
-class _Wire(BaseModel):
+class _Wire(StrictModel):
     # Python code uses the attribute names; the JSON uses the dotted aliases.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_by_name=True,
-                              validate_by_alias=True, serialize_by_alias=True)
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
 
 def _check_energy_source(energy: float | None, source: str | None, what: str) -> None:

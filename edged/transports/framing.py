@@ -17,6 +17,9 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 # Once a frame has started, the rest must follow promptly: a client that stalls mid-frame would
 # otherwise hold a connection slot forever.
 FRAME_BODY_TIMEOUT_S = 30.0
+# A connection with no request running must start its next frame within this, or it is closed:
+# idle connections would otherwise fill every slot.
+FRAME_IDLE_TIMEOUT_S = 60.0
 _LENGTH = struct.Struct(">I")
 
 
@@ -28,28 +31,41 @@ def encode_json(kind: int, obj: Any) -> bytes:
     return encode_frame(kind, json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[int, bytes] | None:
+class IdleConnection(Exception):
+    """No frame started within the idle timeout: the connection is closed without an answer."""
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME,
+                     idle_timeout_s: float | None = None) -> tuple[int, bytes] | None:
     """The next (kind, payload), or None on a clean end of stream before a frame starts.
 
-    Raises BadRequest for a zero or oversized length, an unknown kind, or a frame cut short.
+    Raises IdleConnection when ``idle_timeout_s`` passes before the frame's first byte, and
+    BadRequest for a zero or oversized length, an unknown kind, or a frame cut short; the rest
+    of the length and the body must arrive within FRAME_BODY_TIMEOUT_S of the first byte.
     """
     try:
-        head = await reader.readexactly(4)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise BadRequest("frame cut short inside the length field") from None
-    (length,) = _LENGTH.unpack(head)
-    if length == 0:
-        raise BadRequest("frame length 0: a frame carries at least its kind byte")
-    if length > max_frame:
-        raise BadRequest(f"frame of {length} bytes exceeds the maximum of {max_frame}")
-    try:
-        body = await asyncio.wait_for(reader.readexactly(length), FRAME_BODY_TIMEOUT_S)
-    except asyncio.IncompleteReadError as exc:
-        raise BadRequest(f"frame cut short: {len(exc.partial)} of {length} bytes") from None
+        first = await asyncio.wait_for(reader.readexactly(1), idle_timeout_s)
+    except asyncio.IncompleteReadError:
+        return None
     except TimeoutError:
-        raise BadRequest(f"frame of {length} bytes not complete within {FRAME_BODY_TIMEOUT_S:g} s") from None
+        raise IdleConnection() from None
+    deadline = asyncio.get_running_loop().time() + FRAME_BODY_TIMEOUT_S
+    try:
+        async with asyncio.timeout_at(deadline):
+            head = first + await reader.readexactly(3)
+            (length,) = _LENGTH.unpack(head)
+            if length == 0:
+                raise BadRequest("frame length 0: a frame carries at least its kind byte")
+            if length > max_frame:
+                raise BadRequest(f"frame of {length} bytes exceeds the maximum of {max_frame}")
+            try:
+                body = await reader.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise BadRequest(f"frame cut short: {len(exc.partial)} of {length} bytes") from None
+    except asyncio.IncompleteReadError:
+        raise BadRequest("frame cut short inside the length field") from None
+    except TimeoutError:
+        raise BadRequest(f"frame not complete within {FRAME_BODY_TIMEOUT_S:g} s of its first byte") from None
     if body[0] not in KINDS:
         raise BadRequest(f"unknown frame kind 0x{body[0]:02x}; expected 0x01, 0x02 or 0x03")
     return body[0], body[1:]

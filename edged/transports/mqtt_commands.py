@@ -10,9 +10,9 @@ import json
 from typing import Any, Callable, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest, ClockNotSynchronised, EnvelopeRejected, RequestError, Unauthorized
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
@@ -22,8 +22,7 @@ from edged.transports.topics import DeviceTopics
 logger = structlog.get_logger(__name__)
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Command(StrictModel):
     pad: str | None = Field(None, max_length=65536, description="length-hiding padding; ignored")
 
 

@@ -24,23 +24,23 @@ async def relay_events(job: Job, model: str, send: Send, min_interval_s: float =
     completion = Completion(request_id=job.request_id, model=model, created=int(time.time()),
                             stream=job.request.stream)
     events = job.events
+    pending: object = None
     while True:
-        event = await events.get()
+        event = pending if pending is not None else await events.get()
+        pending = None
         if isinstance(event, TokenEvent):
             text = event.text
-            following = None
-            while not events.empty():
+            while event.tool_calls is None and not events.empty():
                 following = events.get_nowait()
-                if not isinstance(following, TokenEvent):
-                    break
-                text += following.text
-                following = None
-            await send(completion.chunk(text), False, False)
+                if isinstance(following, TokenEvent) and following.tool_calls is None:
+                    text += following.text
+                    continue
+                pending = following  # a tool-call piece, the final event or an error: sent next
+                break
+            await send(completion.chunk(text, event.tool_calls), False, False)
             if min_interval_s:
                 await asyncio.sleep(min_interval_s)
-            if following is None:
-                continue
-            event = following
+            continue
         if isinstance(event, FinalEvent):
             await send(completion.final(event), True, False)
             return "ok"

@@ -6,17 +6,18 @@ import asyncio
 import os
 import socket
 import stat
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, EdgedError, RequestError, TransportError, Unauthorized
+from edged.errors import BadRequest, RequestError, TransportError, Unauthorized
 from edged.messages import error_object, parse_request
-from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
-                                      parse_json_object, read_frame)
+from edged.paths import check_socket_dir
+from edged.transports import framing
+from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
+                                      encode_json, parse_json_object, read_frame)
+from edged.transports.peer import NOBODY, Peer, peer_of_socket
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
 from edged.transports.relay import Send, relay_events
@@ -24,16 +25,7 @@ from edged.transports.relay import Send, relay_events
 logger = structlog.get_logger(__name__)
 
 LOCAL_TOPIC = "local"  # e2e-v1 §3: the request and response topic on the Unix socket
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-    def __str__(self) -> str:
-        return f"uid={self.uid},gid={self.gid},pid={self.pid}"
+DEFAULT_MAX_CONNECTIONS_PER_UID = 8  # one local user cannot take every slot
 
 
 class LocalControl(Protocol):
@@ -46,9 +38,7 @@ class LocalControl(Protocol):
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
-    sock: socket.socket = writer.get_extra_info("socket")
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return Peer(pid, uid, gid)
+    return peer_of_socket(writer.get_extra_info("socket"))
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -74,7 +64,8 @@ def remove_stale_socket(path: Path) -> None:
 class UnixSocketTransport:
     def __init__(self, path: Path, core: CorePort, *, mode: int, max_frame: int, max_connections: int,
                  plaintext_uids: set[int], plaintext_gids: set[int], control: LocalControl,
-                 sealed: GatewayPort | None = None) -> None:
+                 sealed: GatewayPort | None = None,
+                 max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID) -> None:
         self.path = path
         self._core = core
         self._mode = mode
@@ -88,8 +79,12 @@ class UnixSocketTransport:
         self.sealed = sealed
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._max_per_uid = max_connections_per_uid
+        self._per_uid: dict[int, int] = {}
+        self._exempt_uids = {0, os.geteuid()}  # root and the daemon's user always get a connection
 
     async def start(self) -> None:
+        check_socket_dir(self.path, create=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_socket(self.path)
         old_umask = os.umask(0o777 & ~self._mode)  # the socket never exists with a wider mode, not even briefly
@@ -112,15 +107,32 @@ class UnixSocketTransport:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer gets no connection now: the caps bind everyone but root and the daemon's user."""
+        if peer.uid in self._exempt_uids:
+            return None
+        counted = sum(count for uid, count in self._per_uid.items() if uid not in self._exempt_uids)
+        if counted >= self._max_connections:
+            return "too many connections; retry later"
+        if self._per_uid.get(peer.uid, 0) >= self._max_per_uid:
+            return f"uid {peer.uid} already has {self._max_per_uid} connections open; close one and retry"
+        return None
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._max_connections:
-            writer.write(encode_json(KIND_JSON, error_object("busy", "too many connections; retry later")))
+        try:
+            peer = _peer_of(writer)
+        except OSError:
+            writer.close()
+            return
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            writer.write(encode_json(KIND_JSON, error_object("busy", refusal)))
             writer.close()
             return
         self._connections.add(task)
-        peer = _peer_of(writer)
+        self._per_uid[peer.uid] = self._per_uid.get(peer.uid, 0) + 1
         log = logger.bind(peer=str(peer))
         log.debug("connection opened")
         try:
@@ -133,6 +145,9 @@ class UnixSocketTransport:
             log.exception("connection failed")
         finally:
             self._connections.discard(task)
+            self._per_uid[peer.uid] -= 1
+            if not self._per_uid[peer.uid]:
+                del self._per_uid[peer.uid]
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
@@ -140,10 +155,13 @@ class UnixSocketTransport:
         # a request streams is never half-consumed: EOF cancels the request, a next frame waits its turn.
         frames: asyncio.Queue[tuple[int, bytes] | BadRequest | None] = asyncio.Queue(maxsize=2)
         closed = asyncio.Event()
-        reading = asyncio.create_task(self._read_frames(reader, frames, closed), name="unix-read")
+        busy = [False]  # a request is being answered: not idle, however long it takes
+        reading = asyncio.create_task(self._read_frames(reader, frames, closed, lambda: busy[0]), name="unix-read")
         try:
             while True:
+                busy[0] = False
                 frame = await frames.get()
+                busy[0] = True
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
@@ -166,11 +184,15 @@ class UnixSocketTransport:
             await asyncio.gather(reading, return_exceptions=True)
 
     async def _read_frames(self, reader: asyncio.StreamReader, frames: asyncio.Queue[Any],
-                           closed: asyncio.Event) -> None:
+                           closed: asyncio.Event, busy: Callable[[], bool]) -> None:
         try:
             while True:
                 try:
-                    frame = await read_frame(reader, self._max_frame)
+                    frame = await read_frame(reader, self._max_frame, framing.FRAME_IDLE_TIMEOUT_S)
+                except IdleConnection:
+                    if busy() or not frames.empty():
+                        continue  # a request is still running (or waiting): the client may speak later
+                    return
                 except BadRequest as exc:
                     await frames.put(exc)
                     return
@@ -213,7 +235,10 @@ class UnixSocketTransport:
         return self.control.override_profile(name, "local")
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        return peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+        if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
+            return False
+        return (peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
+                or not peer.groups.isdisjoint(self._plaintext_gids))
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:

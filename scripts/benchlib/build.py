@@ -183,7 +183,7 @@ def _cmake(cmd: list[str], build_dir: Path, step: str, log: Logger) -> None:
             log_file.write(raw)
             line = raw.decode(errors="replace").rstrip()
             # Progress lines ("[ 42%] Building CXX object ...") and errors; skip the rest of the noise.
-            if line.startswith("[") or "error" in line.lower() or step == "configure" and "--" not in line:
+            if line.startswith("[") or "error" in line.lower() or (step == "configure" and "--" not in line):
                 print(f"  {line}", flush=True)
         code = proc.wait()
         procs.stop(proc)

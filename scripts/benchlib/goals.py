@@ -70,6 +70,14 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("sealing per request (seal, open, stream set-up)", sealing, SEALING_LIMIT_US, False,
               lambda v: f"{v / 1000:.3f} ms ({v:.0f} µs)", "< 1 ms"),
     ]
+    structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
+    median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731
+    goals += [
+        _goal("decode with a JSON schema / unconstrained (socket)", median("decode_ratio"), 0.90, True, times,
+              "≥ 0.90x"),
+        _goal("schema compile on first use, 10-property object", median("compile_ms"), 50.0, False, ms, "≤ 50 ms"),
+        _goal("TTFT added by a cached grammar", median("added_ttft_ms"), 5.0, False, ms, "≤ 5 ms"),
+    ]
     return goals + extension_rows(results)
 
 

@@ -29,7 +29,7 @@ def run_llama_bench(binary: Path, model: Path, engine: EngineShape, tokens: int,
             out, _ = proc.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             procs.stop(proc)
-            raise RuntimeError(f"llama-bench took longer than {TIMEOUT_S:.0f} s" + procs.log_tail(log_path))
+            raise RuntimeError(f"llama-bench took longer than {TIMEOUT_S:.0f} s" + procs.log_tail(log_path)) from None
         procs.stop(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed with status {proc.returncode}" + procs.log_tail(log_path))

@@ -61,7 +61,7 @@ def _bars(path: Path, title: str, xlabel: str, labels: list[str], values: list[f
     axes.invert_yaxis()
     axes.set_xlabel(f"{xlabel} (bar: median, whisker: {whisker_label})")
     axes.set_title(title, fontsize=10)
-    axes.set_xlim(0, max(max(values), *(w or 0 for w in whiskers)) * 1.25)
+    axes.set_xlim(0, max(*values, *(w or 0 for w in whiskers)) * 1.25)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

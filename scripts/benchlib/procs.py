@@ -35,7 +35,7 @@ def spawn(cmd: Sequence[str], *, stdout: IO[bytes] | int | None = None, stderr: 
           cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a child that is killed when the benchmark exits, however it exits."""
     proc = subprocess.Popen(list(cmd), stdout=stdout, stderr=stderr, stdin=stdin, env=env, cwd=cwd,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+                            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 (prctl only, async-signal-safe)
     _children.append(proc)
     return proc
 

@@ -188,7 +188,7 @@ def test_trust_faults_and_bad_models_keep_the_old_model(make_daemon, broker, ope
         assert not (daemon.state_dir / "models").exists()  # nothing downloaded for a refused manifest
         for version, envelope in ((3, corrupt), (4, truncated)):
             push(settings(broker), offer, envelope)
-            probe.wait_for(state_is("rolled_back", version, "load"), f"v{version} rolled back", timeout=120)
+            probe.wait_for(state_is("rolled_back", version, "load"), f"v{version} rolled back", timeout=120, watch=daemon)
             assert model_path(daemon) == str(demo_model)
         assert ask(daemon).strip()  # the old model still answers
         push(settings(broker), offer, lower)
@@ -208,7 +208,7 @@ def test_faulty_depot_over_the_broker_still_installs(make_daemon, broker, operat
         with Probe(settings(broker, "faulty"), "faulty/faulty-1/update/state") as probe:
             daemon.start()
             push(settings(broker, "faulty"), "faulty/faulty-1/update/offer", envelope)
-            probe.wait_for(state_is("active", 2), "active", timeout=150)
+            probe.wait_for(state_is("active", 2), "active", timeout=150, watch=daemon)
         stats = next(line for line in daemon.log_lines() if line.get("event") == "download_complete")
         assert stats["garbled"] > 0 and stats["duplicates"] > 0 and stats["stale"] > 0 and stats["re_requests"] > 0
         assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")
@@ -234,10 +234,11 @@ def test_kill_9_at_every_step_leaves_a_valid_model(make_daemon, broker, operator
         del daemon.env[PAUSE_ENV]
         daemon.start()
         if step == "committed":  # switched, health check passed, not committed: undone at start
-            final = probe.wait_for(state_is("rolled_back", 1, "interrupted"), "rolled back at start", timeout=120)
+            final = probe.wait_for(state_is("rolled_back", 1, "interrupted"), "rolled back at start", timeout=120,
+                                   watch=daemon)
             expected = str(demo_model)
         else:
-            final = probe.wait_for(state_is("active", 1), "finished after restart", timeout=120)
+            final = probe.wait_for(state_is("active", 1), "finished after restart", timeout=120, watch=daemon)
             expected = str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")
     second_life = [line for line in daemon.log_lines() if line.get("event") == "update_step"]
     assert second_life[0]["step"] == ("rolled_back" if step == "committed" else step)  # resumed where it stopped

@@ -134,7 +134,8 @@ def test_broker_outage_reconnects_and_telemetry_arrives_exactly_once(make_daemon
         broker.stop()
         time.sleep(10)  # the outage: the daemon keeps making a record every second
         broker.start()
-        reconnected = lambda: sum(1 for line in d.log_lines() if line.get("event") == "mqtt connected") >= 2
+        def reconnected() -> bool:
+            return sum(1 for line in d.log_lines() if line.get("event") == "mqtt connected") >= 2
         d.wait_for_log(lambda line: reconnected())  # requests sent while a device is offline are lost by design
         with asker(broker, identity, key) as client:
             assert answer_text(list(client.ask(BODY))).strip()

@@ -12,6 +12,8 @@ from edged.convert.onnx_export import convert_gguf
 from edged.paths import demo_model_path
 from tests.daemon import DaemonProcess
 
+pytestmark = pytest.mark.slow  # starts a daemon or loads a model
+
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 24,
             "stream": True}
 

@@ -19,6 +19,8 @@ from edged.engines.onnx_tokenizer import ByteBpeTokenizer
 from edged.messages import ChatMessage
 from edged.paths import demo_model_path
 
+pytestmark = pytest.mark.slow  # starts a daemon or loads a model
+
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
            "Explain photosynthesis in one sentence.", "List three primary colors.", "What is 12 times 7?",
            "Who wrote Romeo and Juliet?", "Give me a tip for sleeping better.",

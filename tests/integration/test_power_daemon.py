@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
+
 from tests.profiles import profile_toml, profiles_dir
+
+pytestmark = pytest.mark.slow  # starts a daemon or loads a model
 
 LONG = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4,", "max_tokens": 48, "stream": True}
 

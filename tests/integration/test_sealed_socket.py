@@ -17,6 +17,8 @@ from edged.errors import StreamError
 from edged.transports.framing import KIND_SEALED, encode_frame
 from tests.e2e_keys import device_identity, new_client
 
+pytestmark = pytest.mark.slow  # starts a daemon or loads a model
+
 BODY = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16, "stream": True}
 
 
@@ -53,7 +55,7 @@ def test_sealed_request_answered(sealed_daemon):
     assert sealed.opener.complete
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events).strip()
     assert events[-1]["edged"]["profile"]
-    line = d.wait_for_log(lambda l: l.get("event") == "request" and l.get("client") == "tester")
+    line = d.wait_for_log(lambda line: line.get("event") == "request" and line.get("client") == "tester")
     assert line["outcome"] == "ok"
     assert "What is 2+2" not in d.log_text()  # no prompt text in logs
 
@@ -128,7 +130,7 @@ def test_allow_list_reload_on_sighup_keeps_previous_on_error(sealed_daemon):
     run_edged("keys", "allow", "add", "--state-dir", str(d.state_dir), "--label", "late", "--public-key",
               late.public_hex, "--response-prefix", "local")
     d.send_signal(signal.SIGHUP)
-    d.wait_for_log(lambda l: l.get("event") == "client allow-list loaded" and l.get("clients") == 3)
+    d.wait_for_log(lambda line: line.get("event") == "client allow-list loaded" and line.get("clients") == 3)
     sealed = seal(d, late.key_file)
     with d.client() as c:
         assert list(c.ask_sealed(sealed.data, sealed.opener))[-1]["edged"]
@@ -136,7 +138,7 @@ def test_allow_list_reload_on_sighup_keeps_previous_on_error(sealed_daemon):
     good = clients.read_text()
     clients.write_text(good + "\n[[clients]]\nlabel = 'broken'\npublic_key = 'zz'\n")
     d.send_signal(signal.SIGHUP)
-    d.wait_for_log(lambda l: l.get("event") == "client allow-list reload failed, keeping the previous list")
+    d.wait_for_log(lambda line: line.get("event") == "client allow-list reload failed, keeping the previous list")
     sealed = seal(d, late.key_file)
     with d.client() as c:
         assert list(c.ask_sealed(sealed.data, sealed.opener))[-1]["edged"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
@@ -19,6 +18,8 @@ from edged.client import RemoteError, SocketClient
 from edged.errors import TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, encode_frame, encode_json
 from tests.profiles import profile_toml, profiles_dir
+
+pytestmark = pytest.mark.slow  # starts a daemon or loads a model
 
 QUESTION = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 24}
 LONG = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4,", "max_tokens": 1500, "stream": True}
@@ -75,7 +76,7 @@ def test_disconnect_mid_stream_frees_the_worker(daemon):
     for _ in range(3):
         next(stream)
     client.close()
-    line = daemon.wait_for_log(lambda l: l.get("event") == "request" and l.get("outcome") == "cancelled")
+    line = daemon.wait_for_log(lambda line: line.get("event") == "request" and line.get("outcome") == "cancelled")
     assert line["output_tokens"] < LONG["max_tokens"]
     with daemon.client() as other:  # the worker is free again
         assert list(other.ask(QUESTION))[-1]["choices"][0]["message"]["content"]
@@ -160,7 +161,7 @@ def test_sigterm_during_request_exits_zero(make_daemon):
     assert outcome in ("finished", "cancelled")
     assert d.stop() == 0
     assert not d.socket.exists()
-    assert any(l.get("event") == "stopped" for l in d.log_lines())
+    assert any(line.get("event") == "stopped" for line in d.log_lines())
 
 
 def test_plaintext_refused_for_uids_not_allowed(make_daemon):

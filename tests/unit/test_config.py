@@ -56,7 +56,7 @@ def test_missing_file(tmp_path: Path):
 
 
 def test_bad_env_value():
-    with pytest.raises(ConfigError, match="socket.mode"):
+    with pytest.raises(ConfigError, match=r"socket\.mode"):
         load_config(None, environ={"EDGED_SOCKET__MODE": "loud"})
 
 

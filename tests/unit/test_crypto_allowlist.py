@@ -63,7 +63,7 @@ def test_valid_file_loads_and_looks_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[[clients]\nlabel = 1", "not valid TOML"),
+    ("[[clients]\nlabel = 1", "TOML syntax error"),
     (f'[[clients]]\nlabel = "a"\npublic_key = "{KEY_A}"\nresponse_prefix = "x"\ncolour = "red"', "clients[0].colour"),
     ('[[clients]]\nlabel = "a"\npublic_key = "zz"\nresponse_prefix = "x"', "clients[0].public_key"),
     (f'[[clients]]\nlabel = "a"\npublic_key = "{KEY_A[:62]}"\nresponse_prefix = "x"', "clients[0].public_key"),

@@ -64,3 +64,27 @@ def test_trust_system_clock_policy_never_asks_the_kernel():
         raise AssertionError("the trust-system-clock policy must not consult the kernel")
 
     assert ClockGuard("trust-system-clock", read_kernel_status=kernel_says_unsynced).synchronised(0.0)
+
+
+class _FakeLibc:
+    """adjtimex as the sandbox answers it: -1 (EPERM under ProtectClock/@clock), or a state."""
+
+    def __init__(self, state: int, status: int = 0) -> None:
+        self.state, self.status = state, status
+
+    def adjtimex(self, pointer) -> int:  # noqa: ANN001
+        pointer._obj.status = self.status
+        return self.state
+
+
+@pytest.mark.parametrize("state,status,expected", [(-1, 0, False), (5, 0, False), (0, STA_UNSYNC, False),
+                                                   (0, 0, True), (1, 0x2001, True)])
+def test_one_clock_answer_for_e2e_and_updates_where_an_error_means_unsynchronised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: int, status: int, expected: bool) -> None:
+    """Issue 12: a failing adjtimex made the update check say "synchronised" while e2e said not."""
+    from edged.crypto import clock
+    from edged.fleet import trust
+
+    monkeypatch.setattr(clock.ctypes, "CDLL", lambda *_a, **_k: _FakeLibc(state, status))
+    assert clock.clock_synchronised(tmp_path) is expected
+    assert trust.system_clock_synced(tmp_path) is expected

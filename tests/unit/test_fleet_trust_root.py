@@ -177,11 +177,11 @@ def test_unsynced_clock_policy_trust_local_checks_anyway_and_warns(
     assert any(entry["event"] == "expiry_checked_against_unsynced_clock" for entry in logs)
 
 
-def test_the_timesyncd_flag_file_counts_as_a_synced_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    flag = tmp_path / "synchronized"
+def test_the_timesyncd_flag_file_counts_as_a_synced_clock(tmp_path: Path) -> None:
+    flag = tmp_path / "run/systemd/timesync/synchronized"
+    flag.parent.mkdir(parents=True)
     flag.touch()
-    monkeypatch.setattr(trust, "SYSTEMD_SYNC_FLAG", flag)
-    assert trust.system_clock_synced() is True
+    assert trust.system_clock_synced(tmp_path) is True
 
 
 def test_root_documents_reject_unreachable_thresholds_and_shared_keys() -> None:

@@ -77,8 +77,8 @@ class FakeLink:
         self.answering = True
         self.silent_versions: set[int] = set()  # releases the depot never answers for
 
-    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> AsyncInbox:
-        return AsyncInbox(loop, maxsize)
+    def inbox(self, loop: asyncio.AbstractEventLoop, maxsize: int, max_bytes: int | None = None) -> AsyncInbox:
+        return AsyncInbox(loop, maxsize, max_bytes=max_bytes)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Any) -> None:
         self.subscriptions[topic_filter] = handler

@@ -41,7 +41,7 @@ def test_prompt_instead_of_messages():
     (body(stream="yes"), "stream"),
     (body(priority="urgent"), "priority"),
     (body(stop=["a", "b", "c", "d", "e"]), "stop"),
-    (body(response_format={"type": "json_object"}), "response_format"),
+    (body(response_format={"type": "xml"}), "response_format"),
     (json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode(), "role"),
     (json.dumps({"messages": [{"role": "user"}]}).encode(), "content"),
     (json.dumps({"messages": [], "prompt": "x"}).encode(), "messages"),

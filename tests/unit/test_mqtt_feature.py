@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from edged.mqtt.feature import MqttFeature
@@ -72,9 +73,5 @@ def test_a_raising_handler_does_not_stop_the_reader_and_the_inbox_is_bounded() -
 
 
 def test_a_feature_that_is_not_started_says_so() -> None:
-    try:
-        Echo().link
-    except RuntimeError as exc:
-        assert "echo is not started" in str(exc)
-    else:
-        raise AssertionError("expected RuntimeError")
+    with pytest.raises(RuntimeError, match="echo is not started"):
+        _ = Echo().link

@@ -125,3 +125,24 @@ def test_inbox_of_a_closed_loop_drops() -> None:
     loop.close()
     inbox(message())
     assert inbox.dropped == 1
+
+
+def test_inbox_is_bounded_in_bytes_as_well_as_in_messages() -> None:
+    async def scenario() -> tuple[list[int], int, int]:
+        inbox = AsyncInbox(asyncio.get_running_loop(), maxsize=1000, max_bytes=10_000)
+        for _ in range(5):
+            inbox(message(payload=b"x" * 4000))  # only two fit in 10,000 bytes
+        waiting = inbox.waiting_bytes
+        sizes = [len((await inbox.get()).payload) for _ in range(2)]
+        inbox(message(payload=b"y" * 9000))  # room again
+        sizes.append(len((await inbox.get()).payload))
+        return sizes, inbox.dropped, waiting
+
+    sizes, dropped, waiting = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert sizes == [4000, 4000, 9000]
+    assert dropped == 3 and waiting == 8000
+
+
+def test_inbox_max_bytes_must_be_positive() -> None:
+    with pytest.raises(Exception, match="max_bytes"):
+        AsyncInbox(asyncio.new_event_loop(), maxsize=1, max_bytes=0)

@@ -21,6 +21,8 @@ from edged.engines.onnx_tokenizer import bytes_to_unicode
 from edged.errors import BadRequest, ConfigError, EngineError
 from edged.messages import ChatMessage
 
+pytestmark = pytest.mark.slow  # builds tiny models and runs them through onnxruntime
+
 LAYERS, HIDDEN, HEADS, KV_HEADS, FFN = 2, 64, 4, 2, 128
 HEAD_DIM = HIDDEN // HEADS
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -230,7 +232,7 @@ def test_cancel_stops_at_the_first_refused_piece(tiny_dir):
 def test_corrupt_model_file_fails_at_load(tiny_dir, tmp_path):
     model_dir = shutil.copytree(tiny_dir, tmp_path / "m")
     (model_dir / "model.onnx").write_bytes(b"\x08\x07garbage" * 100)
-    with pytest.raises(EngineError, match="onnxruntime could not load .*model.onnx"):
+    with pytest.raises(EngineError, match=r"onnxruntime could not load .*model\.onnx"):
         OnnxEngine(model_dir).load(EngineSettings())
 
 
@@ -271,7 +273,7 @@ def test_bad_config_names_the_field(tiny_dir, tmp_path):
     with pytest.raises(EngineError, match="num_layers"):
         OnnxEngine(model_dir).load(EngineSettings())
     (model_dir / "edged_model.json").unlink()
-    with pytest.raises(EngineError, match="edged_model.json is missing"):
+    with pytest.raises(EngineError, match=r"edged_model\.json is missing"):
         OnnxEngine(model_dir).load(EngineSettings())
 
 

@@ -17,6 +17,8 @@ from edged.engines.onnx_tokenizer import ByteBpeTokenizer
 from edged.errors import EngineError
 from edged.paths import demo_model_path
 
+pytestmark = pytest.mark.slow  # loads the real model through llama.cpp
+
 TRICKY = [
     "Hello world", "  leading spaces and  double  ", "numbers 12345 and 3.14159, x2", "",
     " ", "\n", "tabs\tand\nnewlines\n\n\n  x", "don't won't I'm we've they'll she'd it's IT'S",

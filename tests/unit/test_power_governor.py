@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -63,7 +64,7 @@ def test_temperature_oscillating_around_the_threshold_does_not_flap() -> None:
     gov = governor(min_dwell_s=5)
     temperatures = [74.0, 76.0] * 50
     profiles = drive(gov, [(float(t), readings(temperature_c=c)) for t, c in enumerate(temperatures)])
-    switches = sum(1 for a, b in zip(profiles, profiles[1:]) if a != b)
+    switches = sum(1 for a, b in pairwise(profiles) if a != b)
     assert switches == 1 and profiles[-1] == "eco"
 
 
@@ -72,7 +73,7 @@ def test_a_noisy_signal_switches_at_most_once_per_dwell() -> None:
     temperatures = [60.0, 90.0, 60.0, 60.0, 76.0, 60.0] * 20  # critical spikes go through, the rest waits
     decisions = [gov.decide(readings(temperature_c=c), float(t)) for t, c in enumerate(temperatures)]
     switch_times = [t for t, d in enumerate(decisions) if d.changed]
-    calm = [b - a for a, b in zip(switch_times, switch_times[1:])
+    calm = [b - a for a, b in pairwise(switch_times)
             if decisions[b].profile_name != "parked"]  # moves that are not to the critical profile
     assert all(gap >= 30 for gap in calm)
 

@@ -98,8 +98,9 @@ def test_any_quantile_is_within_the_bound(values: list[float], q: float) -> None
 
 def test_record_request_counts_outcomes_rejects_tokens_and_energy() -> None:
     metrics = Metrics()
-    metrics.record_request(_stats(queue_time_ms=3.0, time_to_first_token_ms=120.0, duration_ms=900.0, decode_tokens_per_s=8.0,
-                                  input_tokens=12, output_tokens=30, energy_j=4.5, energy_source="ina219"))
+    metrics.record_request(_stats(queue_time_ms=3.0, time_to_first_token_ms=120.0, duration_ms=900.0,
+                                  decode_tokens_per_s=8.0, input_tokens=12, output_tokens=30, energy_j=4.5,
+                                  energy_source="ina219"))
     metrics.record_request(_stats("busy", reject_reason="queue_full"))
     metrics.record_reject("envelope:replay")
     snap = metrics.snapshot()
@@ -147,8 +148,8 @@ def test_memory_stays_bounded_over_100k_requests() -> None:
         for index in range(start, stop):
             value = float(index % 9973) * 1.7 + 0.5
             metrics.record_request(_stats(f"code{index % 7}", reject_reason=f"reason{index}", queue_time_ms=value,
-                                          time_to_first_token_ms=value, duration_ms=value * 3, decode_tokens_per_s=value / 10,
-                                          input_tokens=5, output_tokens=9))
+                                          time_to_first_token_ms=value, duration_ms=value * 3,
+                                          decode_tokens_per_s=value / 10, input_tokens=5, output_tokens=9))
 
     feed(0, 100_000)
     # ~11 KiB of fixed bucket arrays and capped dicts; only the counts' int objects can grow (< 25 KiB).

@@ -125,10 +125,10 @@ def test_unknown_fields_and_wrong_types_are_rejected_in_python() -> None:
 
 
 def test_energy_needs_its_source() -> None:
-    with pytest.raises(ValidationError, match="edged.energy.source"):
+    with pytest.raises(ValidationError, match=r"edged\.energy\.source"):
         RequestRecord(device_id="pi-7", time_unix_ms=1, outcome="ok", transport="unix", priority="normal",
                       profile="eco", energy_j=1.0)
-    with pytest.raises(ValidationError, match="edged.energy.source"):
+    with pytest.raises(ValidationError, match=r"edged\.energy\.source"):
         _device(power=PowerState(power_w=3.0))
 
 

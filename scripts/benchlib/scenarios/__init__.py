@@ -13,11 +13,12 @@ from benchlib.scenarios.power_profiles import PowerProfilesScenario
 from benchlib.scenarios.seal_cost import SealCostScenario
 from benchlib.scenarios.sealed_socket import SealedSocketScenario
 from benchlib.scenarios.standard import AddedTtftScenario, ChatScenario, IdleCpuScenario, PrefixCacheScenario
+from benchlib.scenarios.structured import StructuredScenario
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (ChatScenario(), PrefixCacheScenario(), AddedTtftScenario(), SealedSocketScenario(),
-                     SealCostScenario(), PowerProfilesScenario(), IdleCpuScenario())
+                     SealCostScenario(), PowerProfilesScenario(), StructuredScenario(), IdleCpuScenario())
 }
 
 __all__ = ["SCENARIOS", "Log", "Scenario"]

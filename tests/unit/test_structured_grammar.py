@@ -1,0 +1,203 @@
+"""The grammars on a small byte-level vocabulary with random logits: whatever the model would prefer,
+every answer parses and validates. Hypothesis draws schemas from the whole supported subset."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from edged.errors import BadRequest
+from edged.messages import TokenEvent
+from edged.structured.constraint import TokenMask, bytes_tokenizer
+from edged.structured.grammar import GrammarCache, json_grammar, tool_grammar
+from edged.structured.schema import check_schema
+from edged.structured.shaper import OutputPlan, Shaper
+from edged.structured.wire import Tool
+
+MERGED = [b'{"', b'": ', b", ", b'"}', b"true", b"false", b"null", b"<tool_call>", b"\n"]
+EOS = 256 + len(MERGED)
+PIECES = [bytes([b]) for b in range(256)] + MERGED + [b"<eos>"]
+
+
+def _encode(text: str) -> list[int]:
+    return list(text.encode())
+
+
+@pytest.fixture(scope="module")
+def cache() -> GrammarCache:
+    return GrammarCache(bytes_tokenizer(PIECES, EOS, None, [EOS], _encode), size=4)
+
+
+def generate(cache: GrammarCache, grammar: str, seed: int, limit: int = 4000, bias: dict | None = None) -> bytes:
+    """Sample with random logits under the mask until the grammar ends (argmax of noise: any path)."""
+    rng = np.random.default_rng(seed)
+    mask = TokenMask(cache, grammar, len(PIECES))
+    out = b""
+    bias = {EOS: -2.0} if bias is None else bias  # by default the grammar, not luck, must end every answer
+    for _ in range(limit):
+        logits = rng.normal(size=len(PIECES)).astype(np.float32)
+        for token, extra in bias.items():
+            logits[token] += extra
+        mask.apply(logits)
+        token = int(np.argmax(logits))
+        if token == EOS:
+            return out
+        mask.accept(token)
+        out += PIECES[token]
+        if mask.finished:
+            return out
+    raise AssertionError(f"no end after {limit} tokens: {out[:200]!r}")
+
+
+def leaf() -> st.SearchStrategy[dict]:
+    def string(lo: int, extra: int) -> dict:
+        return {"type": "string", "minLength": lo, "maxLength": lo + extra}
+
+    def integer(lo: int, span: int) -> dict:
+        return {"type": "integer", "minimum": lo, "maximum": lo + span}
+
+    small = st.integers(0, 3)
+    return st.one_of(
+        st.builds(string, small, small),
+        st.builds(integer, st.integers(-50, 50), st.integers(0, 100)),
+        st.just({"type": "boolean"}), st.just({"type": "null"}),
+        st.builds(lambda lo: {"type": "number", "minimum": lo, "maximum": lo + 10}, st.integers(-5, 5)),
+        st.lists(st.one_of(st.text("abc", max_size=3), st.integers(-9, 9)), min_size=1, max_size=4,
+                 unique=True).map(lambda values: {"enum": values}),
+        st.one_of(st.text("xyz", max_size=3), st.integers(0, 9), st.booleans()).map(lambda v: {"const": v}),
+        st.builds(lambda s: {"type": ["string", "null"], "maxLength": s}, small),
+    )
+
+
+def extend(children: st.SearchStrategy[dict]) -> st.SearchStrategy[dict]:
+    names = st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=1, max_size=4, unique=True)
+
+    def obj(keys: list[str], subs: list[dict], required: list[bool], closed: bool) -> dict:
+        props = dict(zip(keys, subs))
+        need = [k for k, r in zip(keys, required) if r]
+        out = {"type": "object", "properties": props, "required": need}
+        return {**out, "additionalProperties": False} if closed else out
+
+    def arr(item: dict, lo: int, extra: int) -> dict:
+        return {"type": "array", "items": item, "minItems": lo, "maxItems": lo + extra}
+
+    return st.one_of(
+        st.builds(obj, names, st.lists(children, min_size=4, max_size=4), st.lists(st.booleans(), min_size=4,
+                                                                                    max_size=4), st.just(True)),
+        st.builds(arr, children, st.integers(0, 2), st.integers(0, 2)),
+        st.lists(children, min_size=2, max_size=3).map(lambda subs: {"anyOf": subs}),
+    )
+
+
+SCHEMAS = st.recursive(leaf(), extend, max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1))
+def test_any_schema_in_the_subset_yields_valid_json(cache, schema, seed):
+    check_schema(schema, "schema")  # the strategy stays inside the documented subset
+    try:
+        text = generate(cache, json_grammar(schema), seed)
+    except BadRequest as exc:  # only a schema no value satisfies may be refused
+        assert "cannot be enforced" in exc.message
+        return
+    value = json.loads(text)
+    Draft202012Validator(schema).validate(value)
+
+
+def test_refs_and_defs(cache):
+    schema = {"type": "object", "properties": {"a": {"$ref": "#/$defs/p"}, "b": {"$ref": "#/$defs/p"}},
+              "required": ["a", "b"], "additionalProperties": False,
+              "$defs": {"p": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 3}},
+                              "required": ["x"], "additionalProperties": False}}}
+    for seed in range(5):
+        Draft202012Validator(schema).validate(json.loads(generate(cache, json_grammar(schema), seed)))
+
+
+def test_json_object_mode_gives_an_object(cache):
+    for seed in range(5):
+        value = json.loads(generate(cache, json_grammar(None), seed, limit=20_000))
+        assert isinstance(value, dict)
+
+
+def test_the_cache_is_bounded_and_reused(cache):
+    before = cache.compiled
+    grammars = [json_grammar({"const": i}) for i in range(6)]
+    for grammar in grammars + grammars[-2:]:
+        generate(cache, grammar, 0)
+    assert cache.compiled == before + 6  # the last two were still cached
+    assert len(cache._entries) == 4
+
+
+def tool(name: str, properties: dict) -> Tool:
+    return Tool.model_validate({"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}})
+
+
+TOOLS = [tool("lamp", {"on": {"type": "boolean"}, "room": {"enum": ["hall", "kitchen"]}}),
+         tool("thermostat", {"celsius": {"type": "integer", "minimum": 5, "maximum": 30}})]
+
+
+def shaped(plan: OutputPlan, text: bytes, finish: str = "stop"):
+    shaper = Shaper(plan)
+    events = [e for i in range(len(text)) for e in shaper.feed(text[i:i + 1].decode("latin-1"))]
+    outcome = shaper.finish(finish)
+    return events + outcome.tail, outcome
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_forced_tool_calls_stream_and_validate(cache, seed):
+    plan = OutputPlan("tools", tool_grammar(TOOLS, forced=True), None, tuple(TOOLS), tuple(TOOLS), True)
+    events, outcome = shaped(plan, generate(cache, plan.grammar, seed))
+    assert outcome.finish_reason == "tool_calls" and outcome.content is None
+    (call,) = outcome.tool_calls
+    name, arguments = call["function"]["name"], json.loads(call["function"]["arguments"])
+    schema = next(t.function.parameters for t in TOOLS if t.function.name == name)
+    Draft202012Validator(schema).validate(arguments)
+    first, *rest = [e.tool_calls[0] for e in events]
+    assert first["id"] == call["id"] and first["type"] == "function" and first["function"]["name"] == name
+    assert "".join(d["function"]["arguments"] for d in rest) == call["function"]["arguments"]
+
+
+def test_auto_text_answers_end_on_a_stop_and_never_start_like_a_call(cache):
+    plan = OutputPlan("tools", tool_grammar(TOOLS, forced=False, stops=("zz",)), None, tuple(TOOLS),
+                      tuple(TOOLS), False, ("zz",))
+    calls = texts = 0
+    for seed in range(40):
+        text = generate(cache, plan.grammar, seed, bias={ord("z"): 2.0, 256 + MERGED.index(b"<tool_call>"): 2.0 + seed % 2})
+        events, outcome = shaped(plan, text)
+        if outcome.tool_calls:
+            calls += 1
+            assert text.startswith(b"<tool_call>\n")
+        else:
+            texts += 1
+            assert not text.lstrip().startswith(b"<tool_call>")
+            assert "zz" not in outcome.content and b"zz" not in text[:-2]
+            assert "".join(e.text for e in events) == outcome.content
+    assert texts and calls  # the biased noise takes both branches in 40 tries
+
+
+def test_a_call_cut_by_max_tokens_is_reported_as_length(cache):
+    plan = OutputPlan("tools", tool_grammar(TOOLS, forced=True), None, tuple(TOOLS), tuple(TOOLS), True)
+    _, outcome = shaped(plan, b'<tool_call>\n{"name": "lamp", "arguments": {"on": tr', finish="length")
+    assert outcome.finish_reason == "length"
+    assert outcome.tool_calls[0]["function"] == {"name": "lamp", "arguments": '{"on": tr'}
+
+
+def test_output_that_breaks_the_schema_is_an_internal_error_not_an_answer():
+    plan = OutputPlan("json", json_grammar({"type": "integer"}), {"type": "integer"})
+    with pytest.raises(Exception) as err:
+        shaped(plan, b'"seven"')
+    assert err.value.code == "internal"
+    plan = OutputPlan("tools", "", None, tuple(TOOLS), tuple(TOOLS), True)
+    with pytest.raises(Exception) as err:
+        shaped(plan, b'<tool_call>\n{"name": "thermostat", "arguments": {"celsius": 99}}\n</tool_call>')
+    assert err.value.code == "internal"
+
+
+def test_plain_text_passes_through():
+    events, outcome = shaped(OutputPlan("text"), b"hello")
+    assert outcome.content == "hello" and all(isinstance(e, TokenEvent) and e.tool_calls is None for e in events)
