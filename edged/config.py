@@ -24,8 +24,10 @@ from edged.power.governor_rules import GovernorRules
 
 MAX_CONFIG_BYTES = 256 * 1024
 ENV_PREFIX = "EDGED_"
-# Variables for the test and benchmark tooling, not the daemon; every other EDGED_* must be a config key.
+# Variables for the test, benchmark and build tooling (scripts/setup, scripts/build-engine), not the
+# daemon; every other EDGED_* must be a config key.
 NOT_CONFIG_PREFIXES = ("EDGED_HW", "EDGED_TEST_", "EDGED_REQUIRE_", "EDGED_BENCH_")
+NOT_CONFIG_NAMES = frozenset({"EDGED_NATIVE", "EDGED_ENGINE_WHEEL", "EDGED_CACHE"})
 
 # TOML has no path type: paths arrive as strings and are converted, everything else stays strict.
 PathField = Annotated[Path, Strict(False)]
@@ -132,7 +134,7 @@ class Config(StrictModel):
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key.startswith(NOT_CONFIG_PREFIXES):
+        if not key.startswith(ENV_PREFIX) or key.startswith(NOT_CONFIG_PREFIXES) or key in NOT_CONFIG_NAMES:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         try:

@@ -67,3 +67,11 @@ def test_version_matches_pyproject():
 
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == edged.__version__
+
+
+def test_build_tooling_variables_are_not_config_keys():
+    """`EDGED_NATIVE=1 scripts/setup` and a prebuilt EDGED_ENGINE_WHEEL reach `edged doctor` at its end."""
+    build = {"EDGED_NATIVE": "1", "EDGED_ENGINE_WHEEL": "/wheels/llama.whl", "EDGED_CACHE": "/tmp/cache"}
+    assert load_config(None, environ=build) == load_config(None, environ={})
+    with pytest.raises(ConfigError, match="native_build"):
+        load_config(None, environ={"EDGED_NATIVE_BUILD": "1"} | build)
