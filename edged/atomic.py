@@ -73,7 +73,7 @@ def remove_stale_temps(path: Path) -> int:
         _unlink_quietly(stale)
         removed += 1
     if removed:
-        logger.info("stale_temp_files_removed", file=path.name, count=removed)
+        logger.info("stale temp files removed", file=path.name, count=removed)
     return removed
 
 

@@ -20,6 +20,7 @@ examples:
   edged check-config /etc/edged/edged.toml     validate a config file
   edged convert onnx model.gguf ./model-onnx   convert a GGUF for the ONNX engine
   edged doctor                                 check the engine, CPU variant, model, sensors and clock
+  edged ha forget --config /etc/edged/edged.toml   remove this device from Home Assistant
   edged <command> --help                       details of one command
 
 docs: README.md and docs/ (protocol, operations, security, fleet, benchmarks)
@@ -81,7 +82,8 @@ def _structured_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from edged.client import Answer, SocketClient
+    from edged.client import SocketClient
+    from edged.structured.answers import Answer
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
@@ -236,10 +238,11 @@ def build_parser(with_groups: bool = True) -> argparse.ArgumentParser:
 
 
 def _register_groups(sub: Any) -> None:
-    from edged.commands import convert, doctor, keys, profiles
+    from edged.commands import convert, doctor, ha, keys, profiles
 
     convert.register(sub)
     doctor.register(sub)
+    ha.register(sub)
     keys.register(sub)
     profiles.register(sub)
     fleet = sub.add_parser("fleet", help="operator tools: keys, releases, depot, push, watch",

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import Field, Strict, ValidationError, field_validator
+from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 
 from edged.crypto.settings import E2ESettings
 from edged.errors import ConfigError
@@ -109,6 +109,66 @@ class PrivacyConfig(StrictModel):
                                                                 "batching tokens (hides token timing; adds latency)")
 
 
+class HomeAssistantConfig(StrictModel):
+    enabled: bool = Field(False, description="announce this device to Home Assistant by MQTT discovery (needs [mqtt]); "
+                                             "switching it off removes the announced entities")
+    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=64,
+                                  pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                                  description="Home Assistant's discovery prefix; its birth messages come on "
+                                              "<prefix>/status")
+    device_name: str | None = Field(None, min_length=1, max_length=64,
+                                    description="name of the device in Home Assistant; default: edged <device_id>")
+    allow_profile_select: bool = Field(False, description="offer a profile select that anyone who can publish on "
+                                                          "the broker can use (unauthenticated; see docs/security.md)")
+
+
+class WyomingConfig(StrictModel):
+    uri: str | None = Field(None, max_length=512, description="serve Wyoming here: unix:///PATH or tcp://HOST:PORT; "
+                                                              "unset = off")
+    allow_remote: bool = Field(False, description="allow a tcp:// host other than loopback (Wyoming has no "
+                                                  "authentication: anyone who reaches the port can ask)")
+    mode: int = Field(0o660, ge=0, le=0o777, description="file mode of a unix:// socket")
+    system_prompt: str = Field("You are a voice assistant. Answer in one or two short sentences.",
+                               max_length=8000, description="system message before every transcript; empty = none")
+    max_tokens: int = Field(128, ge=1, le=4096, description="most tokens of one spoken answer")
+    streaming: bool = Field(True, description="send handled-chunk events as tokens come (the final handled "
+                                              "event always carries the whole answer)")
+    languages: list[Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")]] = Field(
+                                 default_factory=lambda: ["en"], min_length=1, max_length=32,
+                                 description="languages announced in the Wyoming info (Home Assistant offers the "
+                                             "agent for these)")
+    max_connections: int = Field(8, ge=1, le=256, description="concurrent Wyoming connections; more are refused")
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> "WyomingConfig":
+        if self.uri is not None:
+            from edged.transports.wyoming_uri import parse_wyoming_uri
+
+            parse_wyoming_uri(self.uri, allow_remote=self.allow_remote)  # ValueError names the problem
+        return self
+
+
+class HttpConfig(StrictModel):
+    """The OpenAI-compatible HTTP API (edged/transports/http); aiohttp is imported only when enabled."""
+
+    enabled: bool = Field(True, description="serve the OpenAI-compatible HTTP API and /metrics")
+    socket: PathField | None = Field(None, description="HTTP Unix socket; default http.sock beside the frame socket "
+                                                       "(same file mode and plaintext peer rule as [socket])")
+    listen: str | None = Field(None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+                               description="also listen on TCP HOST:PORT (every request needs an API key); "
+                                           "a non-loopback host needs tls_cert and tls_key")
+    tls_cert: PathField | None = Field(None, description="PEM certificate chain for the TCP listener")
+    tls_key: PathField | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.listen is not None and not 0 < int(self.listen.rsplit(":", 1)[1]) < 65536:
+            raise ValueError("listen: the port must be 1..65535")
+        return self
+
+
 class Config(StrictModel):
     device_id: str = Field(
         default_factory=lambda: socket.gethostname() or "edged",
@@ -129,6 +189,9 @@ class Config(StrictModel):
     telemetry: TelemetryConfig = TelemetryConfig()
     updates: UpdateSettings | None = Field(None, description="signed model updates over MQTT (needs [mqtt]); "
                                                              "absent = off")
+    http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    wyoming: WyomingConfig = WyomingConfig()
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -67,6 +67,17 @@ class DeviceControl:
         info = self._worker.info
         return info.name if info else self._configured_model.stem
 
+    def model_state(self) -> tuple[str, str | None]:
+        """ready, loading, swapping (an update switches models), unavailable (with why), or unloaded (idle)."""
+        worker = self._worker
+        if worker.activity is not None:
+            return worker.activity, None
+        if worker.info is not None:
+            return "ready", None
+        if worker.load_error:
+            return "unavailable", worker.load_error
+        return ("loading", None) if worker.settings is None else ("unloaded", None)
+
     def device_state(self) -> DeviceState:
         status = self._core.status()
         return DeviceState(queue_depth=status["queue"]["waiting"] + status["queue"]["running"],

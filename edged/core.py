@@ -15,7 +15,7 @@ from edged.config import RequestLimits
 from edged.crypto.allowlist import RateLimiter
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.worker import ModelWorker
-from edged.errors import BadRequest, Busy, EngineError, InternalError, RequestError
+from edged.errors import BadRequest, Busy, Cancelled, DeadlineExceeded, EngineError, InternalError, RequestError
 from edged.events import Events
 from edged.job import Job, Pacer
 from edged.messages import ChatRequest, ErrorEvent, FinalEvent
@@ -104,7 +104,7 @@ class Core:
         for job in left:
             job.cancel("shutdown")
             if not job.started:
-                self._finish_error(job, RequestError("the daemon is stopping"), code="cancelled")
+                self._finish_error(job, Cancelled("the daemon is stopping"))
         self._queue.clear()
         if left:
             logger.warning("cancelled in-flight requests, drain timeout exceeded", count=len(left))
@@ -160,7 +160,7 @@ class Core:
             if job in self._queue:  # else the dispatcher holds it, waiting for a model swap to end
                 self._queue.remove(job)
                 heapq.heapify(self._queue)
-            self._finish_error(job, RequestError("deadline passed while queued"), code="deadline_exceeded")
+            self._finish_error(job, DeadlineExceeded("deadline passed while queued"))
 
     # ---- profiles --------------------------------------------------------------------------
     def set_profile(self, profile: "Profile", reason: str) -> None:
@@ -197,7 +197,7 @@ class Core:
                         await self._run(job)
             except Exception:  # the dispatcher must survive anything one request does
                 logger.exception("request failed unexpectedly", request_id=job.request_id)
-                self._finish_error(job, RequestError("internal error; see the daemon log"), code="internal")
+                self._finish_error(job, InternalError("internal error; see the daemon log"))
             finally:
                 self._running = None
                 self._last_activity = time.monotonic()
@@ -261,15 +261,14 @@ class Core:
             return
         except EngineError as exc:
             self._energy.end(energy_handle)
-            self._finish_error(job, RequestError(str(exc)), code="internal")
+            self._finish_error(job, InternalError(str(exc)))
             return
         energy = self._energy.end(energy_handle)
         if result.completion_tokens and energy.joules > 0:
             self._pacer.joules_per_token = energy.joules / result.completion_tokens
         if result.finish_reason == "cancelled" or job.cancel_reason:
-            code = "deadline_exceeded" if job.cancel_reason == "deadline" else "cancelled"
-            self._finish_error(job, RequestError(f"request {job.cancel_reason or 'cancelled'}"), code=code,
-                               result=result)
+            ended_by = DeadlineExceeded if job.cancel_reason == "deadline" else Cancelled
+            self._finish_error(job, ended_by(f"request {job.cancel_reason or 'cancelled'}"), result=result)
             return
         try:
             outcome = shaper.finish(result.finish_reason)
@@ -292,8 +291,8 @@ class Core:
         job.push(FinalEvent(summary, text=outcome.content or "", tool_calls=outcome.tool_calls))
         self._finished(summary)
 
-    def _finish_error(self, job: Job, error: RequestError, code: str | None = None, result: Any = None) -> None:
-        code = code or error.code
+    def _finish_error(self, job: Job, error: RequestError, result: Any = None) -> None:
+        code = error.code
         job.push(ErrorEvent(code=code, message=error.message))
         self._finished(self._summary(
             job, code, input_tokens=result.prompt_tokens if result else 0,

@@ -25,7 +25,9 @@ from edged.systemd import Notifier
 from edged.transports.unix import UnixSocketTransport
 
 if TYPE_CHECKING:
+    from edged.http_service import HttpService
     from edged.mqtt_session import MqttSession
+    from edged.transports.wyoming import WyomingTransport
     from edged.power.energy import EnergyMeter
 
 logger = structlog.get_logger(__name__)
@@ -51,8 +53,11 @@ class Daemon:
         self.control: DeviceControl | None = None  # built once the parts exist; every transport gets it
         self.transport: UnixSocketTransport | None = None
         self.mqtt: MqttSession | None = None  # when [mqtt] is configured
+        self.wyoming: WyomingTransport | None = None  # when [wyoming] uri is set
         self.energy: EnergyMeter | None = None
+        self.http: HttpService | None = None  # when [http] is enabled
         self._tasks: list[asyncio.Task[None]] = []
+        self._model_loading: asyncio.Task[None] | None = None
         self.exit_code = 0
 
     # ---- signals --------------------------------------------------------------------------
@@ -86,6 +91,9 @@ class Daemon:
             await self._start()
         except EdgedError as exc:
             logger.error("cannot start", error=str(exc))
+            if self._model_loading is not None:  # a load still running would fail into the shutdown, unread
+                self._model_loading.cancel()
+                await asyncio.gather(self._model_loading, return_exceptions=True)
             await self._stop_parts()
             return 1
         await self._stop.wait()
@@ -105,6 +113,8 @@ class Daemon:
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
             if self.config.mqtt is None:
                 logger.warning("[updates] is configured but [mqtt] is not: no updates can arrive")
+        if self.config.homeassistant.enabled and self.config.mqtt is None:
+            logger.warning("[homeassistant] is enabled but [mqtt] is not: Home Assistant cannot discover this device")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edged.power.governor import Governor
 
@@ -118,6 +128,9 @@ class Daemon:
         governor = Governor(profiles, rules)
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
+        # A missing file is a typo, not a bad model: serving model_unavailable would hide it.
+        if not Path(self.model_path).exists():  # noqa: ASYNC240 (start-up, before anything is served)
+            raise ConfigError(f"model {self.model_path}: no such file or directory; set [model] path or --model")
         engine = create_engine(Path(self.model_path))
         prefix_bytes = self.config.model.prefix_cache_bytes
         prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None
@@ -129,7 +142,7 @@ class Daemon:
         logger.info("power profile", profile=first.profile_name, reason=first.reason)
         self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
-        model_loading = asyncio.create_task(self.core.start(), name="model-load")
+        model_loading = self._model_loading = asyncio.create_task(self.core.start(), name="model-load")
         from edged.crypto.gateway import SealedGateway
 
         self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
@@ -151,6 +164,21 @@ class Daemon:
             plaintext_uids=uids, plaintext_gids=gids,
             control=self.control, sealed=self.gateway)
         await self.transport.start()
+        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the daemon is ready
+            from edged.http_service import HttpService
+
+            self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
+                                    energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
+                                    plaintext=(uids, gids), mqtt=lambda: self.mqtt)
+            await self.http.start()
+        if self.config.wyoming.uri is not None:
+            from edged.transports.wyoming import WyomingTransport
+            from edged.transports.wyoming_wire import model_facts
+
+            control = self.control
+            self.wyoming = WyomingTransport(self.config.wyoming, self.core,
+                                            lambda: model_facts(self.worker.info, control.model_name()))
+            await self.wyoming.start()
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession
@@ -164,6 +192,8 @@ class Daemon:
         self.notifier.ready(self.control.status_line())
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
+        if self.http is not None:
+            self.http.serve()
 
     async def _stop_parts(self) -> None:
         # Reverse order, each step on its own so one failure does not skip the rest.
@@ -172,6 +202,8 @@ class Daemon:
         if self.transport is not None:
             try:
                 await self.transport.stop_listening()
+                if self.http is not None:
+                    await self.http.stop_listening()
             except Exception:
                 logger.exception("stopping the socket failed")
                 self.exit_code = 1
@@ -183,6 +215,14 @@ class Daemon:
                 self.exit_code = 1
         if self.transport is not None:
             await self.transport.close_connections()
+        if self.http is not None:
+            await self.http.close()
+        if self.wyoming is not None:
+            try:
+                await self.wyoming.close()  # after the drain: a voice answer in flight gets to finish
+            except Exception:
+                logger.exception("stopping the Wyoming server failed")
+                self.exit_code = 1
         if self.mqtt is not None:
             try:
                 await self.mqtt.close()

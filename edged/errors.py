@@ -2,6 +2,7 @@
 
     EdgedError
     ├── ConfigError              a config, profile, allow-list or trust file is invalid
+    │   └── InvalidTopicError    a topic name or filter breaks the MQTT rules
     ├── RequestError             a request failed; ``code`` is the spec section 5 wire code
     │   ├── BadRequest           bad_request: malformed frame, JSON, field or value
     │   ├── Unauthorized         unauthorized: the peer or key is not allowed
@@ -14,13 +15,24 @@
     │   └── InternalError        internal
     ├── RemoteError              a client got an error object from the daemon; ``code`` is its wire code
     ├── StreamError              a response stream failed a client-side check (spec section 4)
+    │   └── StreamFinished       the device side sealed a chunk after the FINAL one
+    ├── InnerParseError          a sealed request's inner payload is not the spec layout (check ``parse``)
+    ├── PrekeyRecordRejected     a prekey record failed a client-side check; ``reason`` says why
     ├── EngineError              the engine failed to load or run a model
     ├── SensorError              a power sensor could not be read or parsed
     ├── TransportError           a transport could not start or lost its peer
+    ├── IdleConnection           a socket client started no frame within the idle timeout (closed unanswered)
+    ├── SpoolError               the telemetry spool cannot store or read records
+    │   ├── RecordTooLarge       one record is over the per-record limit (refused, never truncated)
+    │   └── SpoolCorrupt         the spool file is not a healthy spool (it is moved aside)
     └── UpdateError              a model update was rejected or failed; ``reason`` says why
+        ├── AlreadyAccepted      the very manifest accepted before, seen again: ignored quietly
+        └── UnverifiedOffer      refused before any signature was verified (anyone can send junk)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class EdgedError(Exception):
@@ -41,7 +53,12 @@ class RequestError(EdgedError):
         self.message = message
 
     def to_wire(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return error_object(self.code, self.message)
+
+
+def error_object(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The error object of the wire protocol (docs/protocol.md); the one place it is built."""
+    return {"error": {"code": code, "message": message}}
 
 
 class BadRequest(RequestError):
@@ -115,8 +132,28 @@ class RemoteError(EdgedError):
         self.message = message
 
 
+class InvalidTopicError(ConfigError):
+    """A topic name or topic filter breaks the MQTT rules."""
+
+
 class StreamError(EdgedError):
     """A sealed response stream is tampered, reordered, truncated or otherwise invalid."""
+
+
+class StreamFinished(StreamError):
+    """The device tried to seal a chunk after the FINAL one."""
+
+
+class InnerParseError(EdgedError):
+    """The inner payload of a sealed request is not exactly the spec layout (device check ``parse``)."""
+
+
+class PrekeyRecordRejected(EdgedError):
+    """A prekey record failed a client-side check; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
 
 
 class EngineError(EdgedError):
@@ -131,9 +168,37 @@ class TransportError(EdgedError):
     """A transport could not start, or lost its connection."""
 
 
+class IdleConnection(EdgedError):
+    """No frame started within the idle timeout: the connection is closed without an answer."""
+
+
 class UpdateError(EdgedError):
     """A model update was rejected or failed; ``reason`` is a short machine-readable word."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
+
+
+class AlreadyAccepted(UpdateError):
+    """The very manifest this device accepted before (e.g. a retained message seen again): ignore it quietly."""
+
+    def __init__(self, manifest: Any, message: str) -> None:
+        super().__init__("version", message)
+        self.manifest = manifest  # the fleet.manifest.ReleaseManifest accepted before (errors.py imports nothing)
+
+
+class SpoolError(EdgedError):
+    """The telemetry spool cannot store or read records (disk full, I/O error, bad use)."""
+
+
+class RecordTooLarge(SpoolError):
+    """One record is larger than the per-record limit; it is refused, never truncated."""
+
+
+class SpoolCorrupt(SpoolError):
+    """The file is not a healthy spool; the spool moves it aside and starts a new one."""
+
+
+class UnverifiedOffer(UpdateError):
+    """Refused before any signature was verified (junk, a wrong key, no trust root): anyone can send this."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -10,6 +9,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest
+from edged.jsonbody import load_json
 from edged.summary import RequestSummary
 from edged.structured.wire import ResponseFormat, ToolCall, Tool, ToolChoice
 
@@ -80,10 +80,7 @@ class ChatRequest(StrictModel):
 
 def parse_request(body: bytes) -> ChatRequest:
     """Parse a JSON request body; every failure is a BadRequest that says which field is wrong."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    data = load_json(body, "request body")
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     try:
@@ -175,5 +172,3 @@ class Completion:
         return out
 
 
-def error_object(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}

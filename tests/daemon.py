@@ -14,6 +14,7 @@ from typing import Any
 
 from edged.client import SocketClient
 from edged.errors import TransportError
+from tests.slowdown import scaled
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ class DaemonProcess:
             raise AssertionError(f"edged exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def client(self, timeout: float = 120.0) -> SocketClient:
-        client = SocketClient(self.socket, timeout=timeout)
+        client = SocketClient(self.socket, timeout=scaled(timeout))
         client.connect()
         return client
 
@@ -68,7 +69,7 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -100,7 +101,7 @@ class DaemonProcess:
 
     def _wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str,
               checked: int) -> dict[str, Any]:
-        end = time.monotonic() + timeout
+        end = time.monotonic() + scaled(timeout)
         while True:
             exited = self.proc is not None and self.proc.poll() is not None
             self._log.refresh(self.log_path)  # after poll(): a daemon's last lines are in before its exit

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.slowdown import scaled
+
 
 @dataclass
 class ProvisionedClient:
@@ -16,7 +18,7 @@ class ProvisionedClient:
 
 
 def edged(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=scaled(60))
     if check and done.returncode != 0:
         raise AssertionError(f"edged {' '.join(args)} failed: {done.stdout}\n{done.stderr}")
     return done

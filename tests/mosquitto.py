@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.slowdown import scaled
+
 HOST = "127.0.0.1"
-READY_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = scaled(10.0)
+STOP_TIMEOUT_S = scaled(5.0)
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 

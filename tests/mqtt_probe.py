@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 from edged.mqtt import InboundMessage, MqttLink, MqttSettings
+from tests.slowdown import scaled
 
 
 class Probe:
@@ -32,7 +33,7 @@ class Probe:
         for message in self.seen:
             if predicate(message):
                 return message
-        end = time.monotonic() + timeout
+        end = time.monotonic() + scaled(timeout)
         while True:
             if watch is not None:
                 watch.check_alive()

@@ -223,7 +223,7 @@ def cmd_rotate_root(args: argparse.Namespace) -> int:
 def cmd_install_root(args: argparse.Namespace) -> int:
     from edged.paths import default_state_dir
 
-    store = TrustStore(args.state_dir or default_state_dir(), ExpiryClock(policy="trust_local"))
+    store = TrustStore(args.state_dir or default_state_dir(), ExpiryClock(policy="trust-system-clock"))
     for path in args.roots:
         envelope = _read_input(path)
         if args.replace or not store.path.exists():

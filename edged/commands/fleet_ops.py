@@ -79,7 +79,8 @@ def register(fleet_sub: Any) -> None:
                                 epilog=PUSH_EPILOG, formatter_class=_FORMATTER)
     add_mqtt_arguments(push)
     target = push.add_mutually_exclusive_group(required=True)
-    target.add_argument("--device", metavar="ID", help="offer to one device")
+    target.add_argument("--device", metavar="ID", help="offer to one device; warns when its retained status says "
+                        "updates are off there or its clock blocks them")
     target.add_argument("--group", metavar="G", help="offer to a device group")
     target.add_argument("--channel", metavar="C", help="offer on a channel (must be the manifest's channel)")
     push.add_argument("--dir", type=Path, help="check the signatures against this key directory first")
@@ -146,6 +147,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     topic = offer_topic(settings.topic_prefix, manifest, device=args.device, group=args.group, channel=args.channel)
     push(settings, topic, envelope, retain=not args.no_retain)
     print(f"offered {manifest.fleet}/{manifest.channel} v{manifest.version} on {topic}")
+    if args.device:
+        from edged.fleet.readiness import push_warnings, retained_status
+
+        for warning in push_warnings(args.device, retained_status(settings, args.device), retained=not args.no_retain):
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -175,7 +175,7 @@ def _sub(parent: Any, name: str, help_text: str, epilog: str) -> argparse.Argume
 def register(subparsers: Any) -> None:
     """Add `keys` and its sub-commands to the top-level sub-parsers."""
     keys = subparsers.add_parser(
-        "keys", help="device identity, client keys and the client allow-list",
+        "keys", help="device identity, client keys, the client allow-list and HTTP API keys",
         description="Manage the keys of the end-to-end envelope (e2e-v1): the device identity that "
                     "clients pin, client keys, and the allow-list of clients that may send requests.",
         epilog=KEYS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,3 +229,7 @@ def register(subparsers: Any) -> None:
                    "example: edged keys allow list --clients /var/lib/edged/clients.toml")
     _common(listing, clients=True)
     listing.set_defaults(func=cmd_allow_list)
+
+    from edged.commands import api_keys
+
+    api_keys.register(actions, _common, _state_dir)

@@ -17,7 +17,7 @@ from edged.convert.gguf_source import GgufSource
 from edged.convert.graph import DecoderShape, build_decoder
 from edged.convert.progress import Progress
 from edged.convert.tokenizer_export import eog_ids, tokenizer_json
-from edged.engines.onnx_config import CONFIG_FILE, ModelConfig
+from edged.engines.onnx_config import CONFIG_FILE, OnnxModelFile
 from edged.errors import ConfigError
 
 QUANT_BITS = {"int4": 4, "int8": 8}
@@ -30,7 +30,7 @@ DATA_FILE = "model.onnx.data"
 @dataclass(frozen=True)
 class ConvertResult:
     out_dir: Path
-    config: ModelConfig
+    config: OnnxModelFile
     tensors: dict[str, int]  # "Q4_1 copied" / "F32 rounded to int4" → count
     seconds: float
 
@@ -125,7 +125,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, quant: str = "int4", progress: 
     shutil.copymode(out_dir / "model.onnx", out_dir / DATA_FILE)
     _write_json(out_dir / "tokenizer.json", tokenizer)
     meta, tok = source.meta, source.tokenizer
-    config = ModelConfig(
+    config = OnnxModelFile(
         format="edged-onnx-decoder", version=1, name=meta.name, architecture=source.architecture,
         chat_template=tok.chat_template, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else eog[0], eog_token_ids=eog,

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from edged.crypto import wire
-from edged.crypto.topics import prefix_problem
+from edged.crypto.topics import normalise_prefix, prefix_problem
 from edged.errors import ConfigError
 from edged.strictmodes import check_strict
 from edged.validation import StrictModel, describe_validation_error, parse_toml, read_toml
@@ -54,6 +54,7 @@ class ClientEntry(StrictModel):
     @field_validator("response_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
+        value = normalise_prefix(value)  # a trailing "/" is a common way to write a prefix: accept it
         problem = prefix_problem(value)
         if problem is not None:
             raise ValueError(problem)

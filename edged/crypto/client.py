@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.crypto.envelope import seal_request
-from edged.crypto.prekey import PrekeyInfo, PrekeyRecordRejected, verify_prekey_record
+from edged.crypto.prekey import PrekeyInfo, verify_prekey_record
+from edged.errors import PrekeyRecordRejected
 from edged.crypto.response import OpenedChunk, ResponseOpener
 
 __all__ = ["OpenedChunk", "PrekeyInfo", "PrekeyRecordRejected", "ResponseOpener", "SealedRequest",

@@ -12,8 +12,20 @@ import structlog
 
 logger = structlog.get_logger(__name__)
 
+# One vocabulary for what an unsynchronised clock means, in [e2e] and [updates] alike:
+#   reject              refuse what needs the time (sealed MQTT requests; update offers, reason clock)
+#   accept-unsynced     [e2e] only: skip the timestamp check (an expiry check is never skipped)
+#   trust-system-clock  the clock counts as synchronised (VMs and containers whose host keeps time)
 ClockPolicy = Literal["reject", "accept-unsynced", "trust-system-clock"]
 CLOCK_POLICIES: Final = ("reject", "accept-unsynced", "trust-system-clock")
+UpdateClockPolicy = Literal["reject", "trust-system-clock"]
+# [updates] spelled these before the two sections shared one vocabulary; configs that use them still load.
+LEGACY_UPDATE_CLOCK_POLICIES: Final = {"require_sync": "reject", "trust_local": "trust-system-clock"}
+
+
+def update_clock_policy(value: object) -> object:
+    """A pydantic before-validator: the [updates] section's old words mapped onto the shared vocabulary."""
+    return LEGACY_UPDATE_CLOCK_POLICIES.get(value, value) if isinstance(value, str) else value
 
 TIMESYNC_FLAG_FILE: Final = "run/systemd/timesync/synchronized"
 STA_UNSYNC: Final = 0x0040

@@ -24,7 +24,7 @@ from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
 from edged.crypto.topics import response_topic_allowed
-from edged.errors import ClockNotSynchronised, EnvelopeRejected
+from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
 from edged.validation import StrictModel
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
@@ -133,7 +133,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
                  prekeys: PrekeyLookup, allow_list: ClientLookup, replay: ReplayCache, now: float,
                  window: TimestampWindow = DEFAULT_WINDOW, max_size: int = wire.DEFAULT_MAX_REQUEST_BYTES,
                  clock_synchronised: bool = True, clock_policy: ClockPolicy = "reject",
-                 within_rate: Callable[[bytes, int], bool] | None = None) -> OpenedRequest:
+                 within_rate: Callable[[bytes, int | None], bool] | None = None) -> OpenedRequest:
     """Run checks 1-10 of spec section 3 in order; the first failure raises EnvelopeRejected(check).
 
     ``now`` is the device's unix time in seconds. With an unsynchronised clock, a request that
@@ -182,7 +182,7 @@ def open_request(data: bytes, *, device_id: str, request_topic: str, identity_pu
     # 6. strict parse
     try:
         inner = wire.parse_inner(inner_bytes)
-    except wire.InnerParseError as exc:
+    except InnerParseError as exc:
         raise EnvelopeRejected("parse", str(exc)) from exc
     # 7. allow-list
     client = allow_list.lookup(inner.client_pub, now)

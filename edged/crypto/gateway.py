@@ -21,6 +21,7 @@ from edged.crypto.response import ResponseSealer
 from edged.crypto.settings import E2ESettings
 from edged.errors import Busy, ClockNotSynchronised, EnvelopeRejected
 from edged.messages import ChatRequest, parse_request
+from edged.ratelog import RejectSummary, StepGuard
 
 logger = structlog.get_logger(__name__)
 
@@ -74,6 +75,8 @@ class SealedGateway:
                                   max(1, settings.replay_max_entries // REPLAY_SHARES))
         self.clock = ClockGuard(settings.clock_policy)
         self.rate = RateLimiter()
+        self._upkeep = StepGuard("key maintenance step failed", logger)
+        self._reject_log = RejectSummary("sealed request rejected", logger)
         self.pad_responses = pad_responses
         self.rejects: dict[str, int] = {}
         self._rejects_lock = threading.Lock()
@@ -92,14 +95,13 @@ class SealedGateway:
         except ClockNotSynchronised as exc:  # authenticated: the transport answers it, sealed
             self._count(exc.check)
             opened = cast(OpenedRequest, exc.opened)
-            logger.warning("sealed request refused: device clock not synchronised", topic=request_topic,
-                           client=opened.client_label)
+            self._reject_log.note("clock_not_synchronised", topic=request_topic, client=opened.client_label)
             exc.exchange = SealedExchange(opened, opened.response_sealer(), self.pad_responses)
             raise
         except EnvelopeRejected as exc:
             self._count(exc.check)
-            logger.info("sealed request rejected", check=exc.check, reason=exc.message, topic=request_topic,
-                        size=len(data))
+            # One line per check and interval, then counts: junk must not become a log flood.
+            self._reject_log.note(exc.check, reason=exc.message, topic=request_topic, size=len(data))
             raise
         return SealedExchange(opened, opened.response_sealer(), self.pad_responses)
 
@@ -131,7 +133,11 @@ class SealedGateway:
                 "prekey_record": self.prekeys.current_record().hex()}
 
     def maintain(self) -> bool:
-        """Periodic upkeep: rotate prekeys when due (True: republish), reload a changed allow-list."""
-        self.allow_list.reload_if_changed()
-        self.replay.purge(time.time())
-        return self.prekeys.rotate_if_due(time.time())
+        """Periodic upkeep: rotate prekeys when due (True: republish), reload a changed allow-list.
+
+        Each step in its own guard: a broken allow-list must not stop prekey rotation.
+        """
+        self._upkeep.run("allow_list", self.allow_list.reload_if_changed)
+        self._upkeep.run("replay_purge", lambda: self.replay.purge(time.time()))
+        self._upkeep.run("reject_summary", self._reject_log.flush_if_due)
+        return bool(self._upkeep.run("prekey_rotation", lambda: self.prekeys.rotate_if_due(time.time())))

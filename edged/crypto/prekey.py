@@ -14,19 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from pydantic import Field
 
 from edged.crypto import wire
-from edged.errors import EdgedError
+from edged.errors import PrekeyRecordRejected
 from edged.validation import StrictModel
 
 _TIMES = struct.Struct(">QQ")
 _MAX_UINT64: Final = 2**64 - 1
-
-
-class PrekeyRecordRejected(EdgedError):
-    """A prekey record failed a client-side check; ``reason`` is a short machine-readable word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 class PrekeyInfo(StrictModel):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edged.crypto import wire
-from edged.errors import StreamError
+from edged.errors import StreamError, StreamFinished
 
 FLAG_FINAL: Final = 0x01
 FLAG_ERROR: Final = 0x02
@@ -22,10 +22,6 @@ RESPONSE_HEADER_LEN: Final = 40
 MAX_SEQ: Final = 2**32 - 1
 
 _RHEADER = struct.Struct(">BBBB16s16sI")
-
-
-class StreamFinished(StreamError):
-    """The device tried to seal a chunk after the FINAL one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,24 @@ def topic_problem(topic: str) -> str | None:
     return None
 
 
+def normalise_prefix(prefix: str) -> str:
+    """A response prefix as the device compares it: ``edged/clients/laptop/`` means ``edged/clients/laptop``."""
+    stripped = prefix.rstrip("/")
+    return stripped or prefix  # "/" alone stays, so that prefix_problem can say what is wrong with it
+
+
 def prefix_problem(prefix: str) -> str | None:
-    """Why ``prefix`` cannot be an allow-list response prefix, or None if it can."""
+    """Why ``prefix`` cannot be an allow-list response prefix, or None if it can; says how to write it."""
     if prefix == LOCAL_TOPIC:
         return None
-    return topic_problem(prefix)
+    problem = topic_problem(prefix)
+    if problem is None:
+        return None
+    levels = [level for level in prefix.split("/") if level]
+    suggestion = "/".join(levels)
+    if suggestion and suggestion != prefix and topic_problem(suggestion) is None:
+        return f"{problem}; write it as {suggestion!r}"
+    return f"{problem}; a response prefix is one or more topic levels, e.g. 'edged/clients/laptop', or 'local'"
 
 
 def response_topic_allowed(topic: str, prefix: str, *, local: bool) -> str | None:

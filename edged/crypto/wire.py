@@ -9,6 +9,8 @@ from typing import Final
 
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
+from edged.errors import InnerParseError
+
 VERSION: Final = 0x01
 TYPE_REQUEST: Final = 0x01
 TYPE_RESPONSE: Final = 0x02
@@ -110,10 +112,6 @@ class InnerPayload:
     body: bytes
     signed_part: bytes
     signature: bytes
-
-
-class InnerParseError(ValueError):
-    """The inner payload is not exactly the spec layout."""
 
 
 def parse_inner(inner: bytes) -> InnerPayload:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
 
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.engines.chat_template import render_chat
-from edged.engines.onnx_config import CONFIG_FILE, MAX_CONFIG_BYTES, ModelConfig, read_json_file
+from edged.engines.onnx_config import CONFIG_FILE, MAX_CONFIG_BYTES, OnnxModelFile, read_json_file
 from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_sampling import Sampler
 from edged.engines.onnx_tokenizer import ByteBpeTokenizer
@@ -27,7 +28,7 @@ logger = structlog.get_logger(__name__)
 class OnnxEngine(Engine):
     def __init__(self, model_dir: Path) -> None:
         self._dir = model_dir
-        self._config: ModelConfig | None = None
+        self._config: OnnxModelFile | None = None
         self._tokenizer: ByteBpeTokenizer | None = None
         self._session: DecoderSession | None = None
         self._n_ctx = 0
@@ -43,7 +44,7 @@ class OnnxEngine(Engine):
         self.unload()
         if not self._dir.is_dir():
             raise EngineError(f"{self._dir} is not a directory")
-        config = read_json_file(self._dir / CONFIG_FILE, ModelConfig, MAX_CONFIG_BYTES)
+        config = read_json_file(self._dir / CONFIG_FILE, OnnxModelFile, MAX_CONFIG_BYTES)
         tokenizer = ByteBpeTokenizer.from_file(self._dir / config.tokenizer_file)
         if tokenizer.size != config.vocab_size:
             raise EngineError(f"{config.tokenizer_file} has {tokenizer.size} tokens but {CONFIG_FILE} says the "
@@ -102,7 +103,7 @@ class OnnxEngine(Engine):
             ids.insert(0, self._config.bos_token_id)
         return ids
 
-    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None, tools: tuple = ()) -> str:
+    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None, tools: tuple[Any, ...] = ()) -> str:
         assert self._config is not None and self._tokenizer is not None
         if messages is None:
             return prompt or ""

@@ -16,7 +16,7 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_TOKENIZER_BYTES = 64 << 20
 
 
-class ModelConfig(StrictModel):
+class OnnxModelFile(StrictModel):
     """edged_model.json: what the engine needs beside the graph and the tokenizer (docs/models.md)."""
 
     format: Literal["edged-onnx-decoder"]

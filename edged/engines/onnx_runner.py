@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.engines.onnx_config import ModelConfig
+from edged.engines.onnx_config import OnnxModelFile
 from edged.errors import EngineError
 
 KV_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -36,11 +36,15 @@ def _first_line(exc: BaseException) -> str:
 class DecoderSession:
     """The graph plus the keys and values of the tokens seen so far (`cached`), batch size 1."""
 
-    def __init__(self, model_path: Path, config: ModelConfig, threads: int) -> None:
+    def __init__(self, model_path: Path, config: OnnxModelFile, threads: int) -> None:
         ort = _ort()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # The intra-op workers spin between the operators of one step (parking them costs per token),
+        # but stop the moment a Run returns: an idle daemon must not burn a core's worth of spin tail.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")  # one inter-op thread: never used
         options.log_severity_level = 4  # failures are raised (and logged by edged) with their message
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

@@ -31,6 +31,7 @@ class ModelWorker:
         # Monotonic time of the last sign of life from the model thread, and when the current call began.
         self.last_progress = time.monotonic()
         self.busy_since: float | None = None
+        self.activity: str | None = None  # "loading" or "swapping" while the model thread does that (/health)
 
     @property
     def loaded(self) -> bool:
@@ -54,11 +55,16 @@ class ModelWorker:
 
     async def load(self, settings: EngineSettings) -> ModelInfo:
         self._engine.use_prefix_store(self._prefix_store)  # also for an engine swapped in by an update
+        swapping = self.activity == "swapping"
+        self.activity = self.activity or "loading"
         try:
             info = await self._call(self._engine.load, settings)
         except EngineError as exc:
             self.info, self.load_error = None, str(exc)
             raise
+        finally:
+            if not swapping:
+                self.activity = None
         self.info, self.settings, self.load_error = info, settings, None
         return info
 
@@ -71,9 +77,13 @@ class ModelWorker:
 
     async def replace_engine(self, engine: Engine, settings: EngineSettings) -> ModelInfo:
         """Unload the current model and load `engine` in its place; on failure the caller swaps back."""
-        await self.unload()
-        self._engine = engine
-        return await self.load(settings)
+        self.activity = "swapping"
+        try:
+            await self.unload()
+            self._engine = engine
+            return await self.load(settings)
+        finally:
+            self.activity = None
 
     async def generate(self, messages: list[ChatMessage] | None, prompt: str | None,
                        params: SamplingParams, sink: TokenSink) -> GenerationResult:

@@ -71,7 +71,7 @@ class ReleaseCatalog:
             try:
                 found.append(self._verified(path))
             except UpdateError as exc:
-                logger.warning("depot_release_unusable", file=path.name, reason=exc.reason)
+                logger.warning("depot release unusable", file=path.name, reason=exc.reason)
         return found
 
     def lookup(self, channel: str, version: int, name: str) -> ServedArtifact:
@@ -89,7 +89,7 @@ class ReleaseCatalog:
                 self._misses[key] = (time.monotonic(), str(exc))
                 raise
             self._served[key] = served
-        logger.info("depot_serving", channel=channel, version=version, artifact=name, file=str(served.path))
+        logger.info("depot serving", channel=channel, version=version, artifact=name, file=str(served.path))
         return served
 
     def close(self) -> None:
@@ -141,5 +141,5 @@ class ReleaseCatalog:
             return cached
         started = time.monotonic()
         self._hashes[key] = sha256_file(path)[1]
-        logger.info("depot_hashed", file=path.name, seconds=round(time.monotonic() - started, 2))
+        logger.info("depot hashed", file=path.name, seconds=round(time.monotonic() - started, 2))
         return self._hashes[key]

@@ -14,6 +14,7 @@ from edged.errors import UpdateError
 from edged.fleet.catalog import ReleaseCatalog
 from edged.fleet.faults import FaultInjector
 from edged.fleet.messages import (
+    MAX_PULL_BYTES,
     PullRequest,
     depot_pull_filter,
     device_of_pull_topic,
@@ -21,10 +22,12 @@ from edged.fleet.messages import (
     encode_error,
     parse_pull,
 )
+from edged.fleet.pull_budget import DeviceBudget
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.publishing import PublishHandle
 from edged.mqtt.settings import MqttSettings
+from edged.transports.mqtt_limits import PACKET_OVERHEAD
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -54,27 +57,32 @@ class Depot:
         workers: int = DEFAULT_WORKERS,
         client_id: str | None = None,
         faults: FaultInjector | None = None,
+        budget: DeviceBudget | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.prefix = settings.topic_prefix
         self.share_group = share_group
         self.faults = faults
-        self.link = MqttLink(settings, client_id=client_id or f"edged-depot-{os.urandom(4).hex()}")
+        self.budget = budget or DeviceBudget()
+        # Pulls are under 1 KiB: nobody on the pull topic can make the depot buffer more than that.
+        self.link = MqttLink(settings, client_id=client_id or f"edged-depot-{os.urandom(4).hex()}",
+                             max_packet_bytes=MAX_PULL_BYTES + PACKET_OVERHEAD)
         self._requests: queue.Queue[tuple[str, PullRequest]] = queue.Queue(REQUEST_QUEUE)
         self._workers = [
             threading.Thread(target=self._work, name=f"depot-worker-{n}", daemon=True) for n in range(workers)
         ]
         self._stopping = threading.Event()
         self._stats_lock = threading.Lock()
-        self.stats: dict[str, int] = {"requests": 0, "chunks": 0, "bytes": 0, "refused": 0, "dropped": 0, "bad": 0}
+        self.stats: dict[str, int] = {"requests": 0, "chunks": 0, "bytes": 0, "refused": 0, "dropped": 0, "bad": 0,
+                                      "throttled": 0}
 
     def start(self) -> None:
         self.link.subscribe(depot_pull_filter(self.prefix, self.share_group), 1, self._on_pull)
         for worker in self._workers:
             worker.start()
         self.link.start()
-        logger.info("depot_started", topic_filter=depot_pull_filter(self.prefix, self.share_group),
+        logger.info("depot started", topic_filter=depot_pull_filter(self.prefix, self.share_group),
                     workers=len(self._workers), faults=self.faults.plan.model_dump() if self.faults else None)
 
     def stop(self) -> None:
@@ -84,7 +92,7 @@ class Depot:
                 worker.join(ACK_WAIT_S)
         self.link.stop()
         self.catalog.close()
-        logger.info("depot_stopped", **self.snapshot())
+        logger.info("depot stopped", **self.snapshot())
 
     def snapshot(self) -> dict[str, int]:
         with self._stats_lock:
@@ -118,7 +126,7 @@ class Depot:
             try:
                 self._serve(device_id, pull, unacked)
             except Exception:  # one bad request must not end the worker
-                logger.exception("depot_request_failed", device_id=device_id)
+                logger.exception("depot request failed", device_id=device_id)
 
     def _serve(self, device_id: str, pull: PullRequest, unacked: deque[PublishHandle]) -> None:
         self._count("requests")
@@ -132,7 +140,11 @@ class Depot:
             frame = encode_error(pull.channel, pull.version, pull.artifact, pull.first, str(exc))
             self._publish(topic, frame, unacked)
             return
-        for index in range(pull.first, min(pull.first + pull.count, served.chunk_count)):
+        wanted = min(pull.first + pull.count, served.chunk_count) - pull.first
+        allowed = self.budget.take(device_id, served.chunk_size, wanted)
+        if allowed < wanted:
+            self._count("throttled", wanted - allowed)  # not sent: the device asks again after its idle timeout
+        for index in range(pull.first, pull.first + allowed):
             data = served.read(index)
             if self.faults is None:
                 frames = [encode_chunk(pull.channel, pull.version, pull.artifact, index, data)]
@@ -151,4 +163,4 @@ class Depot:
         while unacked and (unacked[0].done or len(unacked) > MAX_UNACKED):
             oldest = unacked.popleft()
             if not oldest.done and not oldest.wait(ACK_WAIT_S):
-                logger.warning("depot_chunk_not_acknowledged", topic=oldest.topic, failure=oldest.failure)
+                logger.warning("depot chunk not acknowledged", topic=oldest.topic, failure=oldest.failure)

@@ -52,6 +52,8 @@ class UpdateRecord(StrictModel):
     step: Step = Field(description="last step done")
     reason: str | None = Field(default=None, max_length=64, description="why it failed or was rolled back")
     detail: str | None = Field(default=None, max_length=300, description="one line for people")
+    hash_failures: int = Field(default=0, ge=0, le=100,
+                               description="downloads of this release discarded for a wrong SHA-256 so far")
 
     def at(self, step: Step, reason: str | None = None, detail: str | None = None) -> UpdateRecord:
         return self.model_copy(update={"step": step, "reason": reason, "detail": detail})
@@ -93,7 +95,7 @@ class Journal:
         except (UpdateError, ValidationError):
             # Atomic writes never leave half a file, so this is disk damage or tampering: keep the evidence,
             # start clean. The slot pointer alone still names a model that was fully verified before the switch.
-            logger.error("update_journal_damaged", path=str(self.path))
+            logger.error("update journal damaged", path=str(self.path))
             os.replace(self.path, self.path.with_name("journal.json.damaged"))
             return JournalState()
 
@@ -106,7 +108,7 @@ class Journal:
         channels = {**state.channels, update.channel: update.payload_sha256}
         new_state = JournalState(update=update, channels=channels)
         self.save(new_state)
-        logger.info("update_step", channel=update.channel, version=update.version, step=update.step,
+        logger.info("update step", channel=update.channel, version=update.version, step=update.step,
                     reason=update.reason)
         return new_state
 

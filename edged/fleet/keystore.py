@@ -138,7 +138,7 @@ class OperatorKeys:
         # The numbered copy first: devices that lag behind need every version, in order.
         atomic.write_atomic(self.directory / "roots" / f"{root.version}.root.json", envelope)
         atomic.write_atomic(self.root_path, envelope)
-        logger.info("root_published", version=root.version)
+        logger.info("root published", version=root.version)
 
     def _new_key(self, role: Role) -> Ed25519PrivateKey:
         key = Ed25519PrivateKey.generate()

@@ -12,7 +12,7 @@ from typing import Annotated, Final
 import structlog
 from pydantic import Field, ValidationError, model_validator
 
-from edged.errors import ConfigError, UpdateError
+from edged.errors import AlreadyAccepted, ConfigError, UnverifiedOffer, UpdateError
 from edged.strictmodes import unsafe_reason
 from edged import atomic
 from edged.fleet import dsse
@@ -87,7 +87,7 @@ def parse_manifest(payload: bytes) -> ReleaseManifest:
 
 
 @dataclass(frozen=True)
-class DeviceIdentity:
+class FleetMembership:
     """What a release's target selector is matched against."""
 
     fleet: str
@@ -108,6 +108,7 @@ class ArtifactLimits(StrictModel):
 
     max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="cap per artifact")
     max_total_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="cap for all artifacts together")
+    max_artifacts: int = Field(default=16, ge=1, le=16, description="files per release this device installs")
     allowed_formats: list[str] = Field(
         default_factory=lambda: ["gguf"], max_length=len(KNOWN_FORMATS), description=f"subset of {KNOWN_FORMATS}"
     )
@@ -119,6 +120,9 @@ class ArtifactLimits(StrictModel):
         return self
 
     def check(self, artifacts: list[Artifact]) -> None:
+        if len(artifacts) > self.max_artifacts:  # before the version is recorded: refused, not half-accepted
+            raise UpdateError("artifact", f"this device installs {self.max_artifacts} model file(s) per release, "
+                                          f"not {len(artifacts)}")
         seen: set[str] = set()
         for artifact in artifacts:
             if not is_safe_name(artifact.name):
@@ -153,21 +157,13 @@ class VersionState(StrictModel):
     )
 
 
-class AlreadyAccepted(UpdateError):
-    """The very manifest this device accepted before (e.g. a retained message seen again): ignore it quietly."""
-
-    def __init__(self, manifest: ReleaseManifest, message: str) -> None:
-        super().__init__("version", message)
-        self.manifest = manifest
-
-
 class ReleaseVerifier:
     """Runs the device checks on a signed release manifest and persists its version before returning it."""
 
     def __init__(
         self,
         trust: TrustStore,
-        device: DeviceIdentity,
+        device: FleetMembership,
         limits: ArtifactLimits | None = None,
         clock: ExpiryClock | None = None,
     ) -> None:
@@ -186,7 +182,7 @@ class ReleaseVerifier:
             new_state = VersionState(channels={**state.channels, manifest.channel: record})
             # Persist before any byte is downloaded, so a replay after a crash is still refused.
             atomic.write_atomic(self.versions_path, (new_state.model_dump_json(indent=2) + "\n").encode("utf-8"))
-        logger.info("release_accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
+        logger.info("release accepted", fleet=manifest.fleet, channel=manifest.channel, version=manifest.version)
         return manifest
 
     def recheck_accepted(self, envelope_bytes: bytes) -> ReleaseManifest:
@@ -195,8 +191,20 @@ class ReleaseVerifier:
             try:
                 manifest, _, _ = self._check(envelope_bytes)
             except AlreadyAccepted as exc:
-                return exc.manifest
+                # _check stops at the version before the clocks: a resume must still honour expiry.
+                accepted: ReleaseManifest = exc.manifest
+                self._check_expiry(accepted)
+                return accepted
         raise UpdateError("version", f"v{manifest.version} is newer than the one accepted; verify it instead")
+
+    def _check_expiry(self, manifest: ReleaseManifest) -> None:
+        try:
+            root = self.trust.current()
+        except ConfigError as exc:
+            raise UpdateError("trust_root", str(exc)) from None
+        now = self.clock.check_trusted_time()
+        self.clock.check_not_expired(manifest.expires, f"release {manifest.channel} v{manifest.version}", now=now)
+        self.clock.check_not_expired(root.expires, f"trust root v{root.version}", reason="root_expired", now=now)
 
     def highest_versions(self) -> dict[str, int]:
         return {channel: record.version for channel, record in self._load_state().channels.items()}
@@ -205,8 +213,12 @@ class ReleaseVerifier:
         try:
             root = self.trust.current()
         except ConfigError as exc:
-            raise UpdateError("trust_root", str(exc)) from None
-        payload = dsse.verify(envelope_bytes, RELEASE_PAYLOAD_TYPE, root.release.key_map(), root.release.threshold)
+            raise UpdateError("trust_root", str(exc)) from None  # local state, not the sender: reported
+        try:
+            payload = dsse.verify(envelope_bytes, RELEASE_PAYLOAD_TYPE, root.release.key_map(),
+                                  root.release.threshold)
+        except UpdateError as exc:
+            raise UnverifiedOffer(exc.reason, str(exc).removeprefix(f"{exc.reason}: ")) from None
         manifest = parse_manifest(payload)
         if manifest.fleet != self.device.fleet or not self.device.matches(manifest.targets):
             raise UpdateError("target", f"release {manifest.channel} v{manifest.version} does not target this device")

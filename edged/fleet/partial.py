@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 from pathlib import Path
 from typing import Final
@@ -21,6 +22,8 @@ logger = structlog.get_logger(__name__)
 
 PARTIAL_SUFFIX: Final = ".partial"
 BITMAP_SUFFIX: Final = ".bitmap"
+# posix_fallocate errors that mean "this file system cannot", not "there is no room".
+NO_FALLOCATE: Final = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL})
 
 
 class BitmapFile(StrictModel):
@@ -65,16 +68,28 @@ class PartialDownload:
             self.received = 0
             fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                # Reserve the space now: a full disk shows up before the download, not at 99 %.
-                os.posix_fallocate(fd, 0, self.artifact.size)
-            except OSError:
-                os.ftruncate(fd, self.artifact.size)  # file systems without fallocate
-            os.fsync(fd)
+                self._reserve(fd)
+                os.fsync(fd)
+            except OSError as exc:
+                # A half-reserved file would keep the state file system full: it goes at once.
+                os.close(fd)
+                self.partial_path.unlink(missing_ok=True)
+                raise UpdateError("disk", f"cannot reserve {self.artifact.size} bytes for {self.artifact.name}: "
+                                          f"{exc.strerror or exc}; free space in the state directory") from None
             self._fd = fd
             self._write_bitmap()
             atomic.fsync_directory(self.partial_path.parent)
-        logger.info("download_opened", artifact=self.artifact.name, chunks=self.chunk_count, on_disk=self.received)
+        logger.info("download opened", artifact=self.artifact.name, chunks=self.chunk_count, on_disk=self.received)
         return self.received
+
+    def _reserve(self, fd: int) -> None:
+        """Reserve the space now: a full disk shows up before the download, not at 99 %."""
+        try:
+            os.posix_fallocate(fd, 0, self.artifact.size)
+        except OSError as exc:
+            if exc.errno not in NO_FALLOCATE:
+                raise  # ENOSPC, EDQUOT, EIO: the disk said no
+            os.ftruncate(fd, self.artifact.size)  # a file system without fallocate: sparse, checked by writes
 
     def _resume(self) -> bool:
         try:
@@ -84,7 +99,7 @@ class PartialDownload:
         except FileNotFoundError:
             return False
         except (UpdateError, ValidationError):
-            logger.warning("download_bitmap_damaged", path=str(self.bitmap_path))
+            logger.warning("download bitmap damaged", path=str(self.bitmap_path))
             return False
         expected = (self.manifest_sha256, self.artifact.sha256, self.artifact.size, self.chunk_size)
         if (saved.manifest, saved.sha256, saved.size, saved.chunk_size) != expected or len(bits) != len(self._bits):

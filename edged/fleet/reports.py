@@ -45,7 +45,7 @@ class StateReporter:
             "active": self._active()})
         self._link.publish(self._topic, report.encode(), qos=1, retain=True)
         if state not in ("downloading", "paused"):
-            logger.info("update_state", state=state, reason=reason, version=record.version if record else None)
+            logger.info("update state", state=state, reason=reason, version=record.version if record else None)
 
     def progress(self, record: UpdateRecord, done: int, total: int, paused: str | None) -> None:
         """A pause, the end, or at most one report per interval: a fleet of devices is broker load."""

@@ -12,9 +12,9 @@ from typing import Final
 import structlog
 
 from edged.engines import create_engine
-from edged.errors import UpdateError
+from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
 from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
-from edged.fleet.manifest import MAX_CHUNK_SIZE, AlreadyAccepted, ReleaseManifest, ReleaseVerifier
+from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
 from edged.fleet.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
@@ -25,6 +25,7 @@ from edged.fleet.updater import Updater
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ModelCorePort, UpdateControlPort
+from edged.ratelog import RejectSummary
 from edged.transports.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
@@ -57,7 +58,7 @@ class UpdateService(MqttFeature):
         self.control = control
         self.journal = Journal(state_dir)
         self.slots = Slots(state_dir)
-        self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.identity(device_id),
+        self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.membership(device_id),
                                         settings.limits())
         self._pull_topic = pull_topic(topics.prefix, device_id)
         self._pause_at = os.environ.get(PAUSE_ENV) or None
@@ -70,6 +71,9 @@ class UpdateService(MqttFeature):
         self._worker: asyncio.Task[None] | None = None
         self._retry_at: float | None = None
         self._clock_recheck: asyncio.TimerHandle | None = None
+        self.unverified_offers = 0  # refused before a signature verified: counted, never reported
+        self._junk_log = RejectSummary("update_offer_unverified", logger)
+        self._rejected_log = RejectSummary("update_rejected", logger, level="warning")
         self._chunks: ChunkInbox | None = None
 
     @property
@@ -94,8 +98,8 @@ class UpdateService(MqttFeature):
         link.subscribe(self.topics.update_chunks, 1, self._chunks)
         self.spawn(self._updates_forever(), "update-worker")
         if self._pause_at:
-            logger.warning("update_test_pause_enabled", step=self._pause_at)
-        logger.info("update_service_started", offers=self.offer_topics())
+            logger.warning("update test pause enabled", step=self._pause_at)
+        logger.info("update service started", offers=self.offer_topics())
 
     async def stop(self) -> None:
         if self._clock_recheck is not None:
@@ -115,8 +119,12 @@ class UpdateService(MqttFeature):
         except AlreadyAccepted as seen:
             self._seen_again(seen.manifest, envelope)
             return
+        except UnverifiedOffer as exc:  # anyone can publish junk: it must not replace the retained state
+            self.unverified_offers += 1
+            self._junk_log.note(exc.reason, error=str(exc)[:200], total=self.unverified_offers)
+            return
         except UpdateError as exc:
-            logger.warning("update_rejected", reason=exc.reason, error=str(exc))
+            self._rejected_log.note(exc.reason, error=str(exc))  # old signed offers can be replayed at will
             self.report("rejected", None, reason=exc.reason, detail=str(exc))
             if exc.reason == "clock":  # nothing was persisted: look again once NTP may have synced
                 self._recheck_later(envelope)
@@ -137,7 +145,7 @@ class UpdateService(MqttFeature):
             return  # accepted moments ago and not journaled yet: it is running or queued already
         if state.channels.get(manifest.channel) != digest:
             # Accepted, but the crash came before the journal knew it: start it now.
-            logger.info("update_accepted_not_journaled", channel=manifest.channel, version=manifest.version)
+            logger.info("update accepted not journaled", channel=manifest.channel, version=manifest.version)
             self._queue(manifest, envelope)
         elif (state.update is not None and state.update.payload_sha256 == digest
               and state.update.step not in TERMINAL and self._updater is None):
@@ -150,7 +158,7 @@ class UpdateService(MqttFeature):
             return
         self._next = (manifest, envelope)
         if self._updater is not None and self._updater.step in CANCELLABLE and self._worker is not None:
-            logger.info("update_superseded", channel=manifest.channel, version=manifest.version)
+            logger.info("update superseded", channel=manifest.channel, version=manifest.version)
             self._worker.cancel()
         self._wake.set()
 
@@ -218,7 +226,7 @@ class UpdateService(MqttFeature):
         except OSError as exc:  # a full or failing disk: the journal still says where to resume
             failure = ("disk", f"{exc.strerror or exc}")
         except Exception:
-            logger.exception("update_failed_unexpectedly")
+            logger.exception("update failed unexpectedly")
             failure = ("internal", "unexpected error; see the daemon log")
         finally:
             # Before the report: a repeated offer seen after it may resume at once.
@@ -229,7 +237,7 @@ class UpdateService(MqttFeature):
 
     def _retry_later(self, reason: str, detail: str) -> None:
         self._retry_at = time.monotonic() + self.settings.retry_after_s
-        logger.warning("update_interrupted", reason=reason, error=detail, retry_in_s=self.settings.retry_after_s)
+        logger.warning("update interrupted", reason=reason, error=detail, retry_in_s=self.settings.retry_after_s)
         self.report("failed", self.journal.load().update, reason=reason, detail=detail)
 
     def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
@@ -245,7 +253,7 @@ class UpdateService(MqttFeature):
 
     async def _pause(self, step: str) -> None:
         if step == self._pause_at:
-            logger.warning("update_paused_for_test", step=step)
+            logger.warning("update paused for test", step=step)
             await asyncio.Event().wait()
 
     # ---- the pull channel ---------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from edged.fleet.manifest import GIB, ArtifactLimits, DeviceIdentity, Name
-from edged.fleet.trust import ClockPolicy, ExpiryClock
+from edged.fleet.manifest import GIB, ArtifactLimits, FleetMembership, Name
+from edged.crypto.clock import UpdateClockPolicy, update_clock_policy
+from edged.fleet.trust import ExpiryClock
 from edged.validation import StrictModel
 
 # Defaults with the reason for each value.
@@ -35,10 +36,11 @@ class UpdateSettings(StrictModel):
         default_factory=list, max_length=64, description="device groups: the device follows their offer topics too"
     )
     hardware: list[Name] = Field(default_factory=list, max_length=16, description="hardware ids, e.g. rpi5")
-    clock_policy: ClockPolicy = Field(
-        default="require_sync",
-        description="expiry check with an unsynchronized clock: require_sync refuses (reason clock) until "
-        "NTP has synced; trust_local checks against the local clock anyway (no time source at all)",
+    clock_policy: Annotated[UpdateClockPolicy, BeforeValidator(update_clock_policy)] = Field(
+        default="reject",
+        description="with an unsynchronised clock (the words of [e2e] clock_policy): 'reject' refuses offers "
+        "(reason clock) until NTP has synced; 'trust-system-clock' checks expiry against the local clock anyway "
+        "(no time source at all); the older 'require_sync' and 'trust_local' are still read",
     )
     max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="largest model file accepted")
     window_bytes: int = Field(
@@ -89,14 +91,15 @@ class UpdateSettings(StrictModel):
     def request_chunks(self, chunk_size: int) -> int:
         return max(1, min(self.request_bytes // chunk_size, self.window_chunks(chunk_size)))
 
-    def identity(self, device_id: str) -> DeviceIdentity:
-        return DeviceIdentity(
+    def membership(self, device_id: str) -> FleetMembership:
+        return FleetMembership(
             fleet=self.fleet, device_id=device_id, groups=frozenset(self.groups), hardware=frozenset(self.hardware)
         )
 
     def limits(self) -> ArtifactLimits:
         # One GGUF file per release for now, so the total cap is the per-file cap.
-        return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes)
+        return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes,
+                              max_artifacts=1)
 
     def expiry_clock(self) -> ExpiryClock:
         return ExpiryClock(policy=self.clock_policy)

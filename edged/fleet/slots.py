@@ -37,7 +37,7 @@ class Slots:
         try:
             return SlotPointer.model_validate(dsse.loads_strict(data, "slot pointer"))
         except (UpdateError, ValidationError):
-            logger.error("slot_pointer_damaged", path=str(self.pointer_path))
+            logger.error("slot pointer damaged", path=str(self.pointer_path))
             return None
 
     def write_pointer(self, pointer: SlotPointer | None) -> None:
@@ -102,16 +102,16 @@ def resolve_active_model(state_dir: Path) -> Path | None:
         journal.record(update.at("rolled_back", "interrupted",
                                  "the daemon stopped (crashed, was killed or lost power) while the new model was "
                                  "on trial, before its health check passed; back on the previous model"))
-        logger.warning("update_rolled_back_at_start", channel=update.channel, version=update.version)
+        logger.warning("update rolled back at start", channel=update.channel, version=update.version)
         pointer = update.previous
     elif update is not None and update.step in BEFORE_SWITCH and pointer != update.previous:
         slots.write_pointer(update.previous)
-        logger.warning("slot_pointer_restored_at_start", channel=update.channel, version=update.version)
+        logger.warning("slot pointer restored at start", channel=update.channel, version=update.version)
         pointer = update.previous
     if pointer is None:
         return None
     if not slots.usable(pointer):
-        logger.error("active_slot_unusable", slot=pointer.slot, model=pointer.model)
+        logger.error("active slot unusable", slot=pointer.slot, model=pointer.model)
         slots.write_pointer(None)
         return None
     return slots.model_path(pointer)

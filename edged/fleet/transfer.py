@@ -101,7 +101,7 @@ class ChunkTransfer:
             await asyncio.to_thread(self.partial.sync)
         finally:
             self.partial.sync()  # keep what arrived for the next attempt, also when cancelled
-        logger.info("download_complete", artifact=self.artifact, version=self.version, **self.stats.as_dict())
+        logger.info("download complete", artifact=self.artifact, version=self.version, **self.stats.as_dict())
         return self.stats
 
     def _wait_time(self, now: float, paused: str | None) -> float:
@@ -145,7 +145,7 @@ class ChunkTransfer:
     def _expire(self, now: float) -> None:
         late = [i for i, sent in self._outstanding.items() if sent + self.settings.idle_timeout_s <= now]
         if late:
-            logger.debug("chunks_timed_out", count=len(late), first=min(late))
+            logger.debug("chunks timed out", count=len(late), first=min(late))
             self._requeue(late)
 
     def _requeue(self, indices: list[int], count: bool = True) -> None:
@@ -168,7 +168,7 @@ class ChunkTransfer:
         if header.kind == KIND_ERROR:
             self.stats.depot_errors += 1
             if self.stats.depot_errors == 1 or self.stats.depot_errors % 100 == 0:
-                logger.warning("depot_refused_request", index=header.index, reason=frame.error_text())
+                logger.warning("depot refused request", index=header.index, reason=frame.error_text())
             return
         index = header.index
         if index >= self.partial.chunk_count:

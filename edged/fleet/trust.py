@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, model_validator
 
-from edged.crypto.clock import clock_synchronised
+from edged.crypto.clock import UpdateClockPolicy, clock_synchronised
 from edged.errors import ConfigError, UpdateError
 from edged.strictmodes import check_strict
 from edged import atomic
@@ -138,27 +138,25 @@ def system_clock_synced(root: Path | str = "/") -> bool:
     return clock_synchronised(root)
 
 
-ClockPolicy = Literal["require_sync", "trust_local"]
-
-
 @dataclass(frozen=True)
 class ExpiryClock:
     """Expiry checks with an explicit policy for a clock that is not (yet) synchronized.
 
-    ``require_sync`` (default): refuse with reason ``clock`` until the clock is synced; nothing is
-    persisted, so the same document is accepted once time is known. ``trust_local``: check against
-    the local clock anyway and log a warning (for devices without any time source).
+    ``reject`` (default): refuse with reason ``clock`` until the clock is synced; nothing is
+    persisted, so the same document is accepted once time is known. ``trust-system-clock``: check
+    against the local clock anyway and log a warning (for devices without any time source). The
+    words are [e2e] clock_policy's (crypto/clock.py); expiry is never skipped.
     """
 
-    policy: ClockPolicy = "require_sync"
+    policy: UpdateClockPolicy = "reject"
     now: Callable[[], datetime] = utc_now
     synced: Callable[[], bool] = field(default=system_clock_synced)
 
     def check_trusted_time(self) -> datetime:
         if not self.synced():
-            if self.policy == "require_sync":
+            if self.policy == "reject":
                 raise UpdateError("clock", "the system clock is not synchronized; retry once time is synced")
-            logger.warning("expiry_checked_against_unsynced_clock")
+            logger.warning("expiry checked against unsynced clock")
         return self.now()
 
     def check_not_expired(
@@ -215,7 +213,7 @@ class TrustStore:
                     "provisioned", f"trust root v{installed.version} is installed; rotate it, or replace by hand"
                 )
             self._persist(envelope_bytes)
-        logger.info("trust_root_installed", version=root.version, replaced=replace)
+        logger.info("trust root installed", version=root.version, replaced=replace)
         return root
 
     def rotate(self, envelope_bytes: bytes) -> TrustRoot:
@@ -231,7 +229,7 @@ class TrustStore:
                 )
             self.clock.check_not_expired(new.expires, f"trust root v{new.version}")
             self._persist(envelope_bytes)
-        logger.info("trust_root_rotated", old_version=old.version, version=new.version)
+        logger.info("trust root rotated", old_version=old.version, version=new.version)
         return new
 
     def rotate_chain(self, envelopes: Iterable[bytes]) -> TrustRoot:

@@ -25,6 +25,7 @@ from edged.ports import ModelCorePort
 logger = structlog.get_logger(__name__)
 
 BUSY_RETRY_S = 0.5  # the health check waits politely when the queue is full
+MAX_HASH_ATTEMPTS = 3  # whole downloads of one release before a wrong SHA-256 fails it for good
 
 
 class Reporter(Protocol):
@@ -73,6 +74,13 @@ class Updater:
                 await asyncio.to_thread(partial.verify)
             except UpdateError as exc:
                 partial.discard()
+                if exc.reason == "hash" and record.hash_failures + 1 < MAX_HASH_ATTEMPTS:
+                    # One forged but self-consistent chunk must not end the release for good: start
+                    # this download again from nothing after the retry delay.
+                    record = record.model_copy(update={"hash_failures": record.hash_failures + 1})
+                    self._advance(record, "downloading", "hash", f"{exc}"[:300])
+                    raise UpdateError("hash", f"download {record.hash_failures} of {MAX_HASH_ATTEMPTS} did not "
+                                              "match the signed SHA-256; discarded, downloading again") from None
                 return self._fail(record, exc)
             await self._pause("downloaded")
             record = self._advance(record, "downloaded")
@@ -134,7 +142,7 @@ class Updater:
         try:
             failure = await self._health_check(manifest, record, self.slots.model_path(pointer))
         except Exception as exc:  # whatever broke, the new model is not proven: go back
-            logger.exception("health_check_raised")
+            logger.exception("health check raised")
             failure = ("error", f"{type(exc).__name__}: {exc}"[:300])
         if failure is not None:
             return await self._roll_back(record, *failure)
@@ -177,20 +185,20 @@ class Updater:
             if isinstance(event, FinalEvent):
                 if (check is None or check.expect_nonempty) and not event.text.strip():
                     return "empty", "the model gave an empty answer"
-                logger.info("health_check_passed", seconds=round(time.monotonic() - started, 2),
+                logger.info("health check passed", seconds=round(time.monotonic() - started, 2),
                             tokens=event.usage.completion_tokens)
                 return None
         return "error", "the answer ended without a final event"
 
     async def _roll_back(self, record: UpdateRecord, reason: str, detail: str) -> UpdateRecord:
-        logger.warning("health_check_failed", channel=record.channel, version=record.version, reason=reason,
+        logger.warning("health check failed", channel=record.channel, version=record.version, reason=reason,
                        detail=detail)
         self.slots.write_pointer(record.previous)
         record = self._advance(record, "rolled_back", reason, detail)
         try:
             await self.core.swap_engine(self._engine_factory(Path(record.previous_model)))
         except EngineError as exc:
-            logger.error("previous_model_failed_to_load", model=record.previous_model, error=str(exc))
+            logger.error("previous model failed to load", model=record.previous_model, error=str(exc))
         self._report("rolled_back", record, reason=reason, detail=detail)
         return record
 

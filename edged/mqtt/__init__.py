@@ -1,7 +1,8 @@
 """MQTT link of edged: a disciplined paho-mqtt 2.x client, its settings and its asyncio bridge."""
 
 from edged.mqtt.counters import LinkCounters
-from edged.mqtt.inbound import AsyncInbox, InboundHandler, InboundMessage, InvalidTopicError
+from edged.errors import InvalidTopicError
+from edged.mqtt.inbound import AsyncInbox, InboundHandler, InboundMessage
 from edged.mqtt.link import ConnectionHook, MqttLink, WillFactory
 from edged.mqtt.publishing import PublishHandle, StatusMessage
 from edged.mqtt.settings import MqttSettings

@@ -11,7 +11,7 @@ from paho.mqtt.client import MQTTMessage, topic_matches_sub
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field
 
-from edged.errors import ConfigError
+from edged.errors import ConfigError, InvalidTopicError
 from edged.mqtt.counters import LinkCounters
 from edged.validation import StrictModel
 
@@ -19,10 +19,6 @@ logger = structlog.get_logger(__name__)
 
 MAX_TOPIC_BYTES = 65535
 _SHARED_PREFIX = "$share/"
-
-
-class InvalidTopicError(ConfigError):
-    """A topic name or topic filter breaks the MQTT rules."""
 
 
 class InboundMessage(StrictModel):

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.crypto.client import PrekeyInfo, SealedRequest, verify_prekey_record
+from edged.crypto.topics import normalise_prefix
 from edged.client import event_of
 from edged.errors import EdgedError, TransportError
 from edged.mqtt.inbound import InboundMessage
@@ -32,7 +33,7 @@ class SealedMqttClient:
         self._client_key = client_key
         self._identity = device_identity
         self._device_id = device_id
-        self._resp_topic = f"{response_prefix}/{os.urandom(6).hex()}"
+        self._resp_topic = f"{normalise_prefix(response_prefix)}/{os.urandom(6).hex()}"
         self._prekeys: queue.Queue[bytes] = queue.Queue()
         self._chunks: queue.Queue[InboundMessage] = queue.Queue()
         self._prekey: PrekeyInfo | None = None

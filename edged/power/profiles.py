@@ -20,7 +20,7 @@ KvCacheType = Literal["f16", "q8_0", "q4_0"]
 MIN_BUDGET_TOKENS_PER_S = 4.0
 
 
-class EngineSettings(StrictModel):
+class ProfileEngine(StrictModel):
     """How the engine runs the model; changing any field but ``max_tokens`` needs a reload."""
 
 
@@ -108,7 +108,7 @@ class IdleSettings(StrictModel):
         description="unload the model after this many idle seconds; absent = never unload")
 
 
-class UpdateSettings(StrictModel):
+class ProfileUpdates(StrictModel):
     """Whether fleet model updates may use the network and disk while this profile is active."""
 
 
@@ -121,11 +121,11 @@ class Profile(StrictModel):
 
     name: str = Field(pattern=PROFILE_NAME_PATTERN, description="equals the file stem")
     description: str = Field(min_length=1, max_length=500, description="one line for operators")
-    engine: EngineSettings = Field(description="engine settings")
+    engine: ProfileEngine = Field(description="engine settings")
     pace: PaceSettings = Field(description="token pacing")
     admission: AdmissionSettings = Field(description="admission control")
     idle: IdleSettings = Field(description="idle policy")
-    updates: UpdateSettings = Field(description="update policy")
+    updates: ProfileUpdates = Field(description="update policy")
 
     def needs_reload(self, other: Profile) -> bool:
         """True when switching between the two profiles means reloading the model."""

@@ -85,14 +85,6 @@ class SysfsRoot:
             return None
         return parse_int(text, self.path(location))
 
-    def read_first_int(self, directory: Path | str, *names: str) -> tuple[str, int] | None:
-        """The first of ``names`` that exists under ``directory``, with its value."""
-        for name in names:
-            value = self.read_int(self.path(directory) / name)
-            if value is not None:
-                return name, value
-        return None
-
 
 def parse_int(text: str, where: Path | str) -> int:
     """Parse a decimal integer of sane length; anything else is a ``SensorError`` naming ``where``."""

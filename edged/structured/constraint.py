@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from edged.errors import EngineError
 from edged.structured.grammar import GrammarCache
@@ -32,14 +32,15 @@ def llama_tokenizer(lib: Any, vocab: Any) -> Any:
             piece = b"\xff" + piece
         tokens.append(piece)
     tokenize = ctypes.cast(lib._lib.llama_tokenize, ctypes.c_void_p).value
-    return LLTokenizer.from_llamacpp(tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize,
-                                     eos_token=lib.llama_vocab_eos(vocab), slices=None)
+    # from_llamacpp exists at run time (llguidance 1.x) but is missing from the package's stubs.
+    return LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
+        tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=lib.llama_vocab_eos(vocab), slices=None)
 
 
 class _Vocabulary:
     """The duck type llguidance's TokenizerWrapper reads: token bytes, special ids and an encoder."""
 
-    def __init__(self, pieces: Sequence[bytes], eos: int, bos: int | None, special: Sequence[int],
+    def __init__(self, pieces: Sequence[bytes], eos: int, bos: int | None, special: Collection[int],
                  encode: Callable[[str], list[int]]) -> None:
         self.tokens = [b"\xff" + p if i in special else p for i, p in enumerate(pieces)]
         self.eos_token_id, self.bos_token_id = eos, bos

@@ -81,10 +81,6 @@ class LogHistogram:
         self.min = math.inf
         self.max = -math.inf
 
-    @property
-    def bucket_count(self) -> int:
-        return len(self._counts)
-
     def _index(self, value: float) -> int:
         if value < self.lowest:
             return 0

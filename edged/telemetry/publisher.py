@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import structlog
 
 from edged.mqtt.feature import LinkPort, MqttFeature
+from edged.mqtt.publishing import PublishHandle
+from edged.telemetry.records import DeviceRecord, TelemetryRecord
 from edged.state import DeviceState, PowerState
 from edged.summary import RequestSummary
 from edged.telemetry.compose import device_record, request_record
@@ -69,7 +71,7 @@ class TelemetryPublisher(MqttFeature):
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
-    def _acked(self, seq: int, handle: Any) -> None:
+    def _acked(self, seq: int, handle: PublishHandle) -> None:
         self._in_flight.discard(seq)
         if handle.ok:
             try:
@@ -87,7 +89,7 @@ class TelemetryPublisher(MqttFeature):
         record = request_record(summary, device_id=self._device_id, time_unix_ms=int(time.time() * 1000))
         self.spawn(self._append(record), "telemetry-append")
 
-    async def _append(self, record: Any) -> None:
+    async def _append(self, record: TelemetryRecord) -> None:
         try:
             await asyncio.to_thread(self._spool.append, record)  # fsync: never on the loop
         except SpoolError as exc:
@@ -131,7 +133,7 @@ class TelemetryPublisher(MqttFeature):
                 continue
             await self._append(record)
 
-    def device_record(self) -> Any:
+    def device_record(self) -> DeviceRecord:
         state = self._device_state()
         return device_record(
             device_id=self._device_id, time_unix_ms=int(time.time() * 1000),

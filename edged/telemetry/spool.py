@@ -15,7 +15,7 @@ import structlog
 
 from edged.telemetry import spool_db
 from edged.telemetry.records import TelemetryRecord, encode_message, record_body
-from edged.telemetry.spool_db import RecordTooLarge, SpoolCorrupt, SpoolError
+from edged.errors import RecordTooLarge, SpoolCorrupt, SpoolError
 
 logger = structlog.get_logger(__name__)
 

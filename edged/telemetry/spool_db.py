@@ -11,7 +11,7 @@ from typing import Final
 
 import structlog
 
-from edged.errors import EdgedError
+from edged.errors import SpoolCorrupt, SpoolError
 
 logger = structlog.get_logger(__name__)
 
@@ -32,18 +32,6 @@ _CREATE: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
 META_KEYS: Final = ("next_seq", "dropped_total", "recoveries_total")
-
-
-class SpoolError(EdgedError):
-    """The telemetry spool cannot store or read records (disk full, I/O error, bad use)."""
-
-
-class RecordTooLarge(SpoolError):
-    """One record is larger than the per-record limit; it is refused, never truncated."""
-
-
-class SpoolCorrupt(Exception):
-    """Internal signal: the file is not a healthy spool (the caller moves it aside)."""
 
 
 @dataclass(frozen=True, slots=True)

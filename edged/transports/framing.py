@@ -7,7 +7,8 @@ import json
 import struct
 from typing import Any
 
-from edged.errors import BadRequest
+from edged.errors import BadRequest, IdleConnection
+from edged.jsonbody import load_json
 
 KIND_SEALED = 0x01
 KIND_JSON = 0x02
@@ -29,10 +30,6 @@ def encode_frame(kind: int, payload: bytes) -> bytes:
 
 def encode_json(kind: int, obj: Any) -> bytes:
     return encode_frame(kind, json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
-
-
-class IdleConnection(Exception):
-    """No frame started within the idle timeout: the connection is closed without an answer."""
 
 
 async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME,
@@ -72,10 +69,7 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_
 
 
 def parse_json_object(payload: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    data = load_json(payload, what)
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return data

@@ -6,7 +6,6 @@ answer is one sealed FINAL chunk on the request's authenticated response topic. 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Literal
 
 import structlog
@@ -14,6 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from edged.validation import StrictModel, describe_validation_error
 from edged.errors import BadRequest, ClockNotSynchronised, EnvelopeRejected, RequestError, Unauthorized
+from edged.jsonbody import load_json
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ControlPort, ExchangePort, GatewayPort
@@ -44,10 +44,7 @@ _COMMAND = TypeAdapter(Command)
 
 
 def parse_command(body: bytes) -> Command:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"command is not valid JSON: {exc}") from None
+    data = load_json(body, "command")
     try:
         return _COMMAND.validate_python(data)
     except ValidationError as exc:

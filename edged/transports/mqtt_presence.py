@@ -6,16 +6,18 @@ a consumer can tell a stale `offline` will from the current session's (after Spa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from edged import __version__
-from edged.mqtt.feature import MqttFeature
+from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.publishing import StatusMessage
 from edged.ports import ControlPort
 from edged.transports.topics import DeviceTopics
@@ -23,17 +25,35 @@ from edged.transports.topics import DeviceTopics
 logger = structlog.get_logger(__name__)
 
 CAPABILITIES = ("sealed-requests", "e2e-v1", "telemetry", "commands", "updates")
+UPDATES_CHECK_S = 30.0  # how often the update readiness (clock sync) is looked at for a changed birth
 
 
 class Presence(MqttFeature):
     name = "mqtt-presence"
 
-    def __init__(self, topics: DeviceTopics, state_dir: Path, control: ControlPort) -> None:
+    def __init__(self, topics: DeviceTopics, state_dir: Path, control: ControlPort,
+                 updates: Callable[[], dict[str, Any]] | None = None) -> None:
         super().__init__()
         self._topics = topics
         self._bdseq_file = state_dir / "mqtt-bdseq"
         self._control = control
+        # Whether updates can arrive (see MqttSession.update_readiness), so that `edged fleet push`
+        # can tell an operator before the offer sits unheard; None: not reported.
+        self._updates = updates
+        self._updates_published: dict[str, Any] | None = None
         self.bdseq: int | None = None  # read at the first connection attempt, not here
+
+    async def start(self, link: LinkPort) -> None:
+        await super().start(link)
+        if self._updates is not None:
+            self.spawn(self._watch_updates_forever(), f"{self.name}-updates")
+
+    async def _watch_updates_forever(self) -> None:
+        assert self._updates is not None
+        while True:
+            await asyncio.sleep(UPDATES_CHECK_S)
+            if self._updates_published is not None and self._updates() != self._updates_published:
+                self.birth()  # e.g. NTP has synced: offers are no longer refused for the clock
 
     def _read_bdseq(self) -> int:
         try:
@@ -60,8 +80,12 @@ class Presence(MqttFeature):
         """On every connect: the retained `online` status and the current prekey record."""
         if self._link is None:
             return
-        online = self._status("online", version=__version__, capabilities=list(CAPABILITIES),
-                              **self._control.describe())
+        extra: dict[str, Any] = {"capabilities": list(CAPABILITIES)}
+        if self._updates is not None:
+            updates = self._updates_published = self._updates()
+            extra = {"capabilities": [c for c in CAPABILITIES if c != "updates" or updates["enabled"]],
+                     "updates": updates}
+        online = self._status("online", version=__version__, **extra, **self._control.describe())
         self._link.publish(self._topics.status, online, qos=1, retain=True)
         self.publish_prekey()
 

@@ -45,3 +45,10 @@ def peer_groups(sock: socket.socket) -> frozenset[int]:
 def peer_of_socket(sock: socket.socket) -> Peer:
     pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return Peer(pid, uid, gid, peer_groups(sock))
+
+
+def plaintext_allowed(peer: Peer, uids: set[int], gids: set[int]) -> bool:
+    """The plaintext rule of every local socket (frames and HTTP): a listed uid, or a listed group."""
+    if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
+        return False
+    return peer.uid in uids or peer.gid in gids or not peer.groups.isdisjoint(gids)

@@ -7,7 +7,8 @@ import time
 from typing import Any, Awaitable, Callable
 
 from edged.job import Job
-from edged.messages import Completion, ErrorEvent, FinalEvent, TokenEvent, error_object
+from edged.errors import error_object
+from edged.messages import Completion, ErrorEvent, FinalEvent, TokenEvent
 
 # send(obj, final, error) writes one event; it is awaited, so a slow client slows only its own stream.
 Send = Callable[[dict[str, Any], bool, bool], Awaitable[None]]

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import stat
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import structlog
 
-from edged.errors import BadRequest, RequestError, TransportError, Unauthorized
-from edged.messages import error_object, parse_request
+from edged.errors import BadRequest, Busy, IdleConnection, RequestError, Unauthorized
+from edged.messages import parse_request
 from edged.paths import check_socket_dir
 from edged.transports import framing
-from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, IdleConnection, encode_frame,
-                                      encode_json, parse_json_object, read_frame)
-from edged.transports.peer import NOBODY, Peer, peer_of_socket
+from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json,
+                                      parse_json_object, read_frame)
+from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
 from edged.transports.relay import Send, relay_events
+from edged.transports.socket_file import remove_stale_socket
 
 logger = structlog.get_logger(__name__)
 
@@ -39,26 +38,6 @@ class LocalControl(Protocol):
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     return peer_of_socket(writer.get_extra_info("socket"))
-
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead daemon; refuse to steal one that a live daemon still answers on."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise TransportError(f"{path} exists and is not a socket; remove it or choose another --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        logger.info("removed stale socket", path=str(path))
-        return
-    finally:
-        probe.close()
-    raise TransportError(f"another edged is already serving on {path}; stop it or choose another --socket")
 
 
 class UnixSocketTransport:
@@ -128,7 +107,7 @@ class UnixSocketTransport:
             return
         refusal = self._refusal(peer)
         if refusal is not None:
-            writer.write(encode_json(KIND_JSON, error_object("busy", refusal)))
+            writer.write(encode_json(KIND_JSON, Busy(refusal).to_wire()))
             writer.close()
             return
         self._connections.add(task)
@@ -165,7 +144,7 @@ class UnixSocketTransport:
                 if frame is None:
                     return
                 if isinstance(frame, BadRequest):
-                    await self._send(writer, KIND_JSON, error_object("bad_request", frame.message))
+                    await self._send(writer, KIND_JSON, BadRequest(frame.message).to_wire())
                     return
                 kind, payload = frame
                 try:
@@ -235,10 +214,7 @@ class UnixSocketTransport:
         return self.control.override_profile(name, "local")
 
     def _plaintext_allowed(self, peer: Peer) -> bool:
-        if peer.uid == NOBODY:  # every unmapped user looks like this (user namespaces, PrivateUsers=)
-            return False
-        return (peer.uid in self._plaintext_uids or peer.gid in self._plaintext_gids
-                or not peer.groups.isdisjoint(self._plaintext_gids))
+        return plaintext_allowed(peer, self._plaintext_uids, self._plaintext_gids)
 
     async def _plaintext(self, writer: asyncio.StreamWriter, payload: bytes, peer: Peer,
                          closed: asyncio.Event) -> None:

@@ -12,9 +12,10 @@ Modules, in the order a run uses them:
   mosquitto     a throw-away broker on a free loopback port (the MQTT target)
   provision     device and client keys made with the real `edged keys` commands
   targets/      what is measured (registry: llama-server, raw llama-cpp-python, edged over the socket, the
-                in-process engine, edged over MQTT sealed, edged per power profile, sealing, ONNX engine)
+                in-process engine, edged over MQTT sealed, edged per power profile, sealing, ONNX engine,
+                edged's Wyoming server)
   scenarios/    what is done to each target (registry: chat, prefix-cache, added-ttft, sealed-socket,
-                seal-cost, power-profiles, idle-cpu)
+                seal-cost, power-profiles, wyoming-latency, idle-cpu)
   model_update  model-update transfer throughput (real depot and device pull through a local mosquitto)
   compare       ratios between targets and edged's added TTFT; goals checks the performance targets
   report        the stdout table and docs/benchmarks.md (report_sections: edged's sections; tables: helpers);

@@ -16,6 +16,7 @@ MET, NOT_MET, NOT_MEASURED, NO_TARGET = "met", "NOT met", "not measured", "measu
 TRANSFER_TARGET_BYTES_PER_S = 20e6  # issue 6: at least 20 MB/s over a local mosquitto
 RSS_HEADROOM_BYTES = 40_000_000    # "llama-server + 40 MB": decimal megabytes, the stricter reading
 SEALING_LIMIT_US = 1000.0
+WYOMING_ADDED_LIMIT_MS = 5.0  # issue 14: first handled-chunk after the core's first token
 IDLE_CPU_LIMIT = 0.3
 
 
@@ -69,6 +70,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("prefix cache: fresh / reused TTFT (socket)", row(EDGED, "prefix_ratio"), 3.0, True, times, "≥ 3x"),
         _goal("sealing per request (seal, open, stream set-up)", sealing, SEALING_LIMIT_US, False,
               lambda v: f"{v / 1000:.3f} ms ({v:.0f} µs)", "< 1 ms"),
+        *http_goals(targets),
+        _goal("Wyoming: first handled-chunk after the core's first token (median)",
+              _get(targets.get("edged-wyoming"), "scenarios", "wyoming-latency", "added_ms", "median"),
+              WYOMING_ADDED_LIMIT_MS, False, ms, "≤ 5 ms"),
     ]
     structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
     median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731
@@ -79,6 +84,20 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         _goal("TTFT added by a cached grammar", median("added_ttft_ms"), 5.0, False, ms, "≤ 5 ms"),
     ]
     return goals + extension_rows(results)
+
+
+def http_goals(targets: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13: what the HTTP API may cost over the frame socket, on the same daemon."""
+    http = _get(targets.get("edged-http"), "scenarios", "http-vs-socket") or {}
+    startup = _get(targets.get("edged-http"), "scenarios", "http-startup") or {}
+    return [
+        _goal("TTFT added by HTTP over the frame socket (median)", _get(http, "added_ms", "median"), 2.0, False,
+              lambda v: f"{v:.2f} ms", "≤ 2 ms"),
+        _goal("streamed decode via HTTP / frame socket", http.get("decode_ratio_http_over_socket"), 0.98, True,
+              lambda v: f"{v:.3f}x", "≥ 0.98x"),
+        _goal("start → ready added by [http] enabled (median)", _get(startup, "added_ms", "startup_s"), 30.0, False,
+              lambda v: f"{v:.1f} ms", "≤ 30 ms"),
+    ]
 
 
 def extension_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

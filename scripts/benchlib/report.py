@@ -8,9 +8,10 @@ from typing import Any
 
 from benchlib.goals import evaluate
 from benchlib.machine import human_bytes
+from benchlib.report_http import http_api_section
 from benchlib.report_sections import (added_ttft_section, edged_reported_section, engines_section, goals_section,
                                       portable_native_section, power_profiles_section, seal_cost_section,
-                                      sealed_socket_section, skipped_section)
+                                      sealed_socket_section, skipped_section, wyoming_section)
 from benchlib.settings import REPO
 from benchlib.tables import markdown_table, text_table
 from benchlib.tables import num as _num
@@ -163,7 +164,8 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
                   "", "A ratio above 1 means edged's number is larger: better for tok/s, worse for the others."]
     for section in (added_ttft_section(results), edged_reported_section(results), _prefix_section(results),
                     sealed_socket_section(results), seal_cost_section(results), power_profiles_section(results),
-                    engines_section(results), portable_native_section(results), skipped_section(results)):
+                    http_api_section(results), wyoming_section(results), engines_section(results),
+                    portable_native_section(results), skipped_section(results)):
         if section:
             parts += ["", *section]
     if plots:

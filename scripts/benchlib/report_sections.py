@@ -100,6 +100,23 @@ def sealed_socket_section(results: dict[str, Any]) -> list[str]:
             f"{ratio(data['decode_ratio_sealed_over_plaintext'])}."]
 
 
+def wyoming_section(results: dict[str, Any]) -> list[str]:
+    found = _scenario(results, "wyoming-latency")
+    if not found:
+        return []
+    name, data = found
+    rows = [[label, num(data[key]["median"], 2), num(data[key]["p90"], 2), num(data[key]["maximum"], 2)]
+            for label, key in (("client: transcript written → first handled-chunk", "client_first_chunk_ms"),
+                               ("core: its own TTFT (request log line)", "core_ttft_ms"),
+                               ("added by the Wyoming path", "added_ms"))]
+    return ["### Wyoming: first handled-chunk after the core's first token", "",
+            f"{_label(results, name)}: each chat prompt as a transcript, asked with the wyoming package's own "
+            "client over a Unix socket (streaming on, no system prompt). Added = the client's time to the first "
+            "handled-chunk minus the core's TTFT for the same request; it includes reading the transcript, so it "
+            "is an upper bound.", "",
+            markdown_table(["ms", "median", "p90", "max"], rows)]
+
+
 def seal_cost_section(results: dict[str, Any]) -> list[str]:
     found = _scenario(results, "seal-cost")
     if not found:

@@ -63,7 +63,7 @@ def test_huge_publishes_on_every_subscribed_topic_do_not_grow_memory(make_daemon
     broker = mosquitto_plain
     env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__PROTOCOL": f'"{protocol}"', "EDGED_MQTT__BACKOFF_MIN_S": "0.1",
            "EDGED_MQTT__BACKOFF_MAX_S": "0.5", "EDGED_UPDATES__CHANNELS": '["stable"]',
-           "EDGED_UPDATES__CLOCK_POLICY": "trust_local"}
+           "EDGED_UPDATES__CLOCK_POLICY": "trust-system-clock"}
     d, identity, key = provision(make_daemon, tmp_path, env)
     d.start()
     topics = DeviceTopics("edged", DEVICE)

@@ -22,11 +22,12 @@ from structlog.testing import LogCapture
 from edged.mqtt import InboundMessage, LinkEvent, MqttLink, MqttSettings, StatusMessage
 from edged.mqtt import supervisor as supervisor_module
 from tests.mosquitto import Mosquitto, free_port, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
+from tests.slowdown import scaled
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-WAIT_S = 15.0  # generous bound for slow CI; tests finish as soon as the condition holds
+WAIT_S = scaled(15.0)  # generous bound for slow CI; tests finish as soon as the condition holds
 T = TypeVar("T")
 MakeLink = Callable[..., MqttLink]
 

@@ -13,7 +13,7 @@ from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.chat_template import render_chat
 from edged.engines.llama import LlamaEngine
 from edged.engines.onnx import OnnxEngine
-from edged.engines.onnx_config import ModelConfig
+from edged.engines.onnx_config import OnnxModelFile
 from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_tokenizer import ByteBpeTokenizer
 from edged.messages import ChatMessage
@@ -86,7 +86,7 @@ def test_greedy_output_agrees_with_the_gguf_engine(engines, onnx_dir):
     """
     onnx, gguf = engines
     prefixes, firsts, forced, forced_total = [], 0, 0, 0
-    config = ModelConfig.model_validate_json((onnx_dir / "edged_model.json").read_bytes())
+    config = OnnxModelFile.model_validate_json((onnx_dir / "edged_model.json").read_bytes())
     tokenizer = ByteBpeTokenizer.from_file(onnx_dir / "tokenizer.json")
     session = DecoderSession(onnx_dir / "model.onnx", config, threads=1)
     for question in PROMPTS:

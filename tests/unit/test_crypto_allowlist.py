@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from edged.crypto.allowlist import (
     AllowList,
@@ -211,3 +212,21 @@ def test_rate_limiter_memory_is_bounded() -> None:
     for index in range(100):
         limiter.allow(index.to_bytes(4, "big"), 10, float(index))
     assert len(limiter) == 8
+
+
+@pytest.mark.parametrize("written", ["edged/clients/laptop/", "edged/clients/laptop//"])
+def test_a_trailing_slash_on_a_response_prefix_is_normalised(written: str):
+    entry = ClientEntry(label="laptop", public_key=KEY_A, response_prefix=written)
+    assert entry.response_prefix == "edged/clients/laptop"
+    assert response_topic_allowed("edged/clients/laptop/3f2a", entry.response_prefix, local=False) is None
+
+
+@pytest.mark.parametrize(("written", "advice"), [
+    ("/edged/clients/laptop", "write it as 'edged/clients/laptop'"),
+    ("edged//clients", "write it as 'edged/clients'"),
+    ("/", "e.g. 'edged/clients/laptop', or 'local'"),
+])
+def test_a_bad_response_prefix_error_says_how_to_write_it(written: str, advice: str):
+    with pytest.raises(ValidationError) as caught:
+        ClientEntry(label="laptop", public_key=KEY_A, response_prefix=written)
+    assert advice in str(caught.value)

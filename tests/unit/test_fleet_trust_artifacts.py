@@ -13,7 +13,7 @@ from edged.errors import UpdateError
 from edged.fleet.manifest import (
     Artifact,
     ArtifactLimits,
-    DeviceIdentity,
+    FleetMembership,
     TargetSelector,
     encode_manifest,
     is_safe_name,
@@ -21,7 +21,7 @@ from edged.fleet.manifest import (
 )
 
 SHA = "cd" * 32
-ME = DeviceIdentity(fleet="acme", device_id="pi-07", groups=frozenset({"lab", "eu"}), hardware=frozenset({"rpi5"}))
+ME = FleetMembership(fleet="acme", device_id="pi-07", groups=frozenset({"lab", "eu"}), hardware=frozenset({"rpi5"}))
 LIMITS = ArtifactLimits(max_artifact_bytes=1000, max_total_bytes=1500, allowed_formats=["gguf"])
 MANIFEST: dict[str, Any] = {
     "fleet": "acme",

@@ -12,11 +12,11 @@ import pytest
 from edged.commands import fleet_keys
 from edged.errors import ConfigError, UpdateError
 from edged.fleet.keystore import OperatorKeys
-from edged.fleet.manifest import DeviceIdentity, ReleaseVerifier
+from edged.fleet.manifest import FleetMembership, ReleaseVerifier
 from edged.fleet.trust import ExpiryClock, TrustStore
 
 SYNCED = ExpiryClock(synced=lambda: True)
-DEVICE = DeviceIdentity(fleet="default", device_id="pi-01", groups=frozenset({"lab"}))
+DEVICE = FleetMembership(fleet="default", device_id="pi-01", groups=frozenset({"lab"}))
 
 
 def _run(*argv: str) -> int:

@@ -20,14 +20,14 @@ from edged.fleet.manifest import (
     RELEASE_PAYLOAD_TYPE,
     AlreadyAccepted,
     ArtifactLimits,
-    DeviceIdentity,
+    FleetMembership,
     ReleaseVerifier,
 )
 from edged.fleet.trust import ExpiryClock, RoleKeys, TrustRoot, TrustStore, public_key_hex, sign_root
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 CLOCK = ExpiryClock(now=lambda: NOW, synced=lambda: True)
-ME = DeviceIdentity(fleet="acme", device_id="pi-07", groups=frozenset({"lab"}), hardware=frozenset({"rpi5"}))
+ME = FleetMembership(fleet="acme", device_id="pi-07", groups=frozenset({"lab"}), hardware=frozenset({"rpi5"}))
 SHA = "ab" * 32
 
 

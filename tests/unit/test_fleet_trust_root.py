@@ -161,20 +161,20 @@ def test_roots_are_chained_one_version_at_a_time(store: TrustStore, old_keys: li
     assert store.rotate_chain([second, third]).version == 3
 
 
-def test_unsynced_clock_policy_require_sync_refuses_and_persists_nothing(
+def test_unsynced_clock_policy_reject_refuses_and_persists_nothing(
     store: TrustStore, old_keys: list[Ed25519PrivateKey]
 ) -> None:
-    store.clock = ExpiryClock(policy="require_sync", now=lambda: NOW, synced=lambda: False)
+    store.clock = ExpiryClock(policy="reject", now=lambda: NOW, synced=lambda: False)
     assert _rejected(store, sign_root(_root(2, old_keys, _keys(1)), old_keys)) == "clock"
 
 
-def test_unsynced_clock_policy_trust_local_checks_anyway_and_warns(
+def test_unsynced_clock_policy_trust_system_clock_checks_anyway_and_warns(
     store: TrustStore, old_keys: list[Ed25519PrivateKey]
 ) -> None:
-    store.clock = ExpiryClock(policy="trust_local", now=lambda: NOW, synced=lambda: False)
+    store.clock = ExpiryClock(policy="trust-system-clock", now=lambda: NOW, synced=lambda: False)
     with capture_logs() as logs:
         assert store.rotate(sign_root(_root(2, old_keys, _keys(1)), old_keys)).version == 2
-    assert any(entry["event"] == "expiry_checked_against_unsynced_clock" for entry in logs)
+    assert any(entry["event"] == "expiry checked against unsynced clock" for entry in logs)
 
 
 def test_the_timesyncd_flag_file_counts_as_a_synced_clock(tmp_path: Path) -> None:

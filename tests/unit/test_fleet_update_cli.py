@@ -102,7 +102,7 @@ def test_updates_section_from_toml_and_environment(tmp_path):
     path.write_text('[updates]\nfleet = "acme"\nchannels = ["stable"]\nclock_policy = "trust_local"\n')
     config = load_config(path, environ={"EDGED_UPDATES__GROUPS": '["lab"]'})
     assert config.updates is not None and config.updates.groups == ["lab"]
-    identity = config.updates.identity("pi-1")
+    identity = config.updates.membership("pi-1")
     assert identity.fleet == "acme" and identity.groups == frozenset({"lab"})
     assert load_config(None, environ={}).updates is None
 

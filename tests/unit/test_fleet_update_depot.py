@@ -233,3 +233,22 @@ def test_fault_plan_comes_only_from_the_test_variable():
     assert plan_from_env({"EDGED_TEST_DEPOT_FAULTS": "drop=0.5,seed=3"}) == FaultPlan(drop=0.5, seed=3)
     with pytest.raises(ConfigError):
         plan_from_env({"EDGED_TEST_DEPOT_FAULTS": "explode=1"})
+
+
+def test_spoofed_pulls_cannot_send_a_device_more_than_its_budget(shop):
+    """Pulls carry no signature: 100 of them for one device must not make the depot send it 100 pulls' worth."""
+    from edged.fleet.pull_budget import DeviceBudget
+
+    now = [0.0]
+    depot, link = _depot(shop)
+    depot.budget = DeviceBudget(rate_bytes_s=CHUNK, burst_bytes=3 * CHUNK, clock=lambda: now[0])
+    pull = PullRequest(channel="stable", version=1, artifact="m.gguf", first=0, count=4)
+    for _ in range(100):
+        depot._serve("pi-1", pull, deque())
+    assert len(link.published) == 3  # the burst, then nothing
+    assert depot.snapshot()["throttled"] == 4 * 100 - 3
+    depot._serve("pi-2", pull, deque())  # another device has its own budget
+    assert len(link.published) == 3 + 3
+    now[0] = 2.0  # two seconds later: two more chunks' worth for pi-1
+    depot._serve("pi-1", pull, deque())
+    assert len(link.published) == 3 + 3 + 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import gguf
@@ -15,7 +17,7 @@ from edged.convert.gguf_source import GgufSource
 from edged.convert.onnx_export import convert_gguf
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.onnx import OnnxEngine
-from edged.engines.onnx_config import ModelConfig
+from edged.engines.onnx_config import OnnxModelFile
 from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_tokenizer import bytes_to_unicode
 from edged.errors import BadRequest, ConfigError, EngineError
@@ -167,7 +169,7 @@ def test_graph_matches_float_reference(tiny):
 def test_kv_cache_gives_the_logits_of_a_full_recompute(tiny):
     _, model_dir = tiny
     full = all_logits(model_dir, TOKENS)
-    config = ModelConfig.model_validate_json((model_dir / "edged_model.json").read_bytes())
+    config = OnnxModelFile.model_validate_json((model_dir / "edged_model.json").read_bytes())
     cached = DecoderSession(model_dir / "model.onnx", config, threads=1)
     steps = [cached.run(TOKENS[:3])] + [cached.run(TOKENS[i:i + 2]) for i in range(3, 7, 2)]
     steps += [cached.run([t]) for t in TOKENS[7:]]
@@ -300,3 +302,24 @@ def test_unsupported_models_are_refused(tmp_path, arch, extra, message):
     with pytest.raises(ConfigError, match=message):
         convert_gguf(tmp_path / "g.gguf", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_idle_engine_does_not_spin(tiny_dir):
+    """onnxruntime's workers stop spinning when a step returns (force_spinning_stop), so idle costs no CPU."""
+    engine = OnnxEngine(tiny_dir)
+    engine.load(EngineSettings(threads=2, context=128, batch=4))
+    session = engine._session
+    assert session is not None
+    options = session._session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    collect(engine, SamplingParams(max_tokens=8))
+
+    def cpu_s() -> float:
+        times = os.times()
+        return times.user + times.system  # every thread of this process, the onnxruntime workers included
+
+    before = cpu_s()
+    time.sleep(3)
+    # A worker left spinning would use about 3 CPU seconds here; the bound only allows for the test's noise.
+    assert cpu_s() - before < 0.3
+    engine.unload()

@@ -9,16 +9,19 @@ it to SCENARIOS; idle-cpu stays last because it needs the target to have finishe
 from __future__ import annotations
 
 from benchlib.scenarios.base import Log, Scenario
+from benchlib.scenarios.http_api import HttpStartupScenario, HttpVsSocketScenario
 from benchlib.scenarios.power_profiles import PowerProfilesScenario
 from benchlib.scenarios.seal_cost import SealCostScenario
 from benchlib.scenarios.sealed_socket import SealedSocketScenario
 from benchlib.scenarios.standard import AddedTtftScenario, ChatScenario, IdleCpuScenario, PrefixCacheScenario
 from benchlib.scenarios.structured import StructuredScenario
+from benchlib.scenarios.wyoming_latency import WyomingLatencyScenario
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (ChatScenario(), PrefixCacheScenario(), AddedTtftScenario(), SealedSocketScenario(),
-                     SealCostScenario(), PowerProfilesScenario(), StructuredScenario(), IdleCpuScenario())
+                     SealCostScenario(), PowerProfilesScenario(), StructuredScenario(), HttpVsSocketScenario(),
+                     HttpStartupScenario(), WyomingLatencyScenario(), IdleCpuScenario())
 }
 
 __all__ = ["SCENARIOS", "Log", "Scenario"]

@@ -10,10 +10,12 @@ tree or machine says why in `unavailable()` and is skipped with that note instea
 from __future__ import annotations
 
 from benchlib.targets.base import Target, TargetContext
+from benchlib.targets.edged_http import EdgedHttpTarget
 from benchlib.targets.edged_mqtt import EdgedMqttTarget
 from benchlib.targets.edged_onnx import EdgedOnnxTarget
 from benchlib.targets.edged_profiles import EdgedProfilesTarget
 from benchlib.targets.edged_socket import EdgedSocketTarget
+from benchlib.targets.edged_wyoming import EdgedWyomingTarget
 from benchlib.targets.inprocess_engine import InProcessEngineTarget
 from benchlib.targets.llama_server import LlamaServerTarget
 from benchlib.targets.raw_llama_cpp import RawLlamaCppTarget
@@ -22,7 +24,8 @@ from benchlib.targets.seal_micro import SealMicroTarget
 TARGETS: dict[str, type[Target]] = {
     target.name: target
     for target in (LlamaServerTarget, RawLlamaCppTarget, EdgedSocketTarget, InProcessEngineTarget,
-                   EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget)
+                   EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget, EdgedHttpTarget,
+                   EdgedWyomingTarget)
 }
 
 __all__ = ["TARGETS", "Target", "TargetContext"]

@@ -23,6 +23,7 @@ EDGED_DAEMON = "edged-daemon"   # edged's daemon, whose engine can also be drive
 SEALED_SOCKET = "sealed-socket"  # edged's daemon with a client allowed to send sealed requests on its socket
 POWER_PROFILES = "power-profiles"  # edged's daemon whose power profile the benchmark may switch
 SEAL_MICRO = "seal-micro"       # e2e-v1 sealing and opening, in the benchmark process (no model)
+WYOMING = "wyoming"             # edged's daemon with a Wyoming handle server: transcript(text)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,6 @@
+"""The OpenAI-compatible HTTP API (aiohttp), on a Unix socket and optionally TCP with API keys.
+
+Importing this package is free; `edged.transports.http.app` pulls in aiohttp and is imported only
+when `[http] enabled` is true. Like the frame socket, this transport only turns HTTP into typed
+requests for the core and the core's events back into OpenAI JSON or server-sent events.
+"""
