@@ -43,7 +43,8 @@ def group_exists(root: Path) -> bool:
 
 def add_group(root: Path) -> None:
     # --prefix edits the root's files without chroot, so no binary of the target runs.
-    command = ["groupadd", "--system", GROUP] if root == Path("/") else ["groupadd", "--prefix", str(root), "--system", GROUP]
+    prefix = [] if root == Path("/") else ["--prefix", str(root)]
+    command = ["groupadd", *prefix, "--system", GROUP]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except FileNotFoundError:

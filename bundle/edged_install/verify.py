@@ -132,7 +132,8 @@ def _role(root: dict, name: str) -> tuple[list[str], int]:
     if not isinstance(role, dict) or not isinstance(role.get("keys"), list) or not isinstance(role.get("threshold"), int):
         raise BundleError(f"trust root: [{name}] is malformed")
     keys = role["keys"]
-    if not all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in keys) or not 1 <= role["threshold"] <= len(keys):
+    well_formed = all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
+    if not well_formed or not 1 <= role["threshold"] <= len(keys):
         raise BundleError(f"trust root: [{name}] keys or threshold are malformed")
     return keys, role["threshold"]
 

@@ -94,5 +94,5 @@ def test_target_check_refuses_another_arch_or_an_old_glibc(tmp_path: Path, machi
 
 
 def test_target_check_refuses_a_root_without_python(tmp_path: Path) -> None:
-    with pytest.raises(venv.TargetError, match="needs Python 3.11"):
+    with pytest.raises(venv.TargetError, match=r"needs Python 3\.11"):
         venv.check_target(tmp_path, MANIFEST)

@@ -132,7 +132,7 @@ def test_signature_over_other_sums_or_of_another_type_is_refused(tmp_path: Path)
     signers = keys.signing_keys("release", keys.current_root().release)
     (bundle / "SHA256SUMS.sig").write_bytes(dsse.sign("application/vnd.edged.release+json",
                                                       (bundle / "SHA256SUMS").read_bytes(), signers))
-    with pytest.raises(verify.BundleError, match="expected 'application/vnd.edged.bundle-sums"):
+    with pytest.raises(verify.BundleError, match=r"expected 'application/vnd\.edged\.bundle-sums"):
         verify.check_signature(bundle, keys.root_path)
     (bundle / "SHA256SUMS.sig").unlink()
     with pytest.raises(verify.BundleError, match="unsigned"):
