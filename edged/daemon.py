@@ -107,7 +107,7 @@ class Daemon:
         from edged.power.profiles import builtin_profiles_dir, load_profiles
 
         if self.config.updates is not None:
-            from edged.fleet.slots import resolve_active_model
+            from edged.fleet.device.slots import resolve_active_model
 
             # Finish or undo a half-done model update first, so the daemon starts on a valid model.
             self.model_path = resolve_active_model(self.state_dir) or self.model_path

@@ -15,11 +15,10 @@ import structlog
 
 from edged import __version__
 from edged.config import Config
-from edged.crypto.api_keys import API_KEYS_FILE
 from edged.events import Events
 from edged.ports import ControlPort, CorePort
 from edged.power.readings import ThrottleState
-from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.prometheus import DeviceGauges, PrometheusMetrics
 from edged.transports.http.settings import HttpSettings, Listener, bind_listeners
 
 if TYPE_CHECKING:
@@ -30,6 +29,9 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 HTTP_SOCKET_NAME = "http.sock"
+# crypto.api_keys.API_KEYS_FILE (a test keeps them equal): that module builds pydantic models, which
+# costs start-up time better spent after READY, when the HTTP server is imported.
+API_KEYS_FILE = "api-keys.json"
 
 
 class HttpControl(ControlPort, Protocol):
@@ -82,8 +84,10 @@ class HttpService:
         try:
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
+            from edged.crypto.api_keys import ApiKeyStore  # noqa: PLC0415
+
             self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
-                                           self.health, self.render_metrics)
+                                           self.health, self.render_metrics, ApiKeyStore(self.settings.keys_path))
             self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
             await self.transport.start(self._listeners)
         except Exception:

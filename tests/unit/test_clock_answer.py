@@ -17,7 +17,7 @@ from edged.errors import ClockNotSynchronised, EnvelopeRejected
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 TOPICS = DeviceTopics("edged", "dev-1")
 RESP = "edged/clients/c/resp"
