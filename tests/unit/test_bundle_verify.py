@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bundle"))
 
 from edged_install import ed25519, verify  # noqa: E402
 from edged.fleet import dsse  # noqa: E402
-from edged.fleet.keystore import OperatorKeys  # noqa: E402
+from edged.fleet.depot.keystore import OperatorKeys  # noqa: E402
 
 
 def raw(key: Ed25519PrivateKey) -> bytes:
