@@ -28,6 +28,7 @@ from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.mqtt.publishing import PublishHandle
 from edged.topics import DeviceTopics
 from tests.fakes import FixedEnergy, make_profile
+from tests.slowdown import scaled
 
 DEVICE = "pi-07"
 CHUNK = 16 * 1024
@@ -175,7 +176,7 @@ async def stop(service: UpdateService) -> None:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    return asyncio.run(asyncio.wait_for(coro, scaled(60)))
 
 
 def test_offer_to_active_swaps_the_model_and_commits(fleet):
@@ -292,7 +293,8 @@ def test_newer_offer_supersedes_a_download_in_progress(fleet):
 
 def test_a_download_out_of_retries_fails_and_resumes_when_offered_again(fleet):
     envelope = fleet.release(1)
-    settings = SETTINGS.model_copy(update={"max_retries": 2, "idle_timeout_s": 0.01})
+    # The chunk deadline must outlast the fake depot's answer once it answers again (under QEMU too).
+    settings = SETTINGS.model_copy(update={"max_retries": 2, "idle_timeout_s": scaled(0.01)})
 
     async def main():
         service, link = await started(fleet, settings)
