@@ -255,7 +255,7 @@ def test_kill_9_at_every_step_leaves_a_valid_model(make_daemon, broker, operator
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("crash", [signal.SIGSEGV, signal.SIGILL])
+@pytest.mark.parametrize("crash", [signal.SIGSEGV, signal.SIGILL], ids=["SIGSEGV", "SIGILL"])
 def test_a_crash_while_the_new_model_is_on_trial_rolls_back_at_start(make_daemon, broker, operator, depot,
                                                                      demo_model, crash):
     """The new model is loaded and on trial when the daemon dies of a signal (what a model or an engine build
@@ -266,7 +266,7 @@ def test_a_crash_while_the_new_model_is_on_trial_rolls_back_at_start(make_daemon
     with Probe(settings(broker), f"edged/{device}/update/state") as probe:
         daemon.start()
         push(settings(broker), f"edged/{device}/update/offer", envelope)
-        daemon.wait_for_log(lambda line: line.get("event") == "update_paused_for_test", timeout=120)
+        daemon.wait_for_log(lambda line: line.get("event") == "update paused for test", timeout=120)
         assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")  # on trial
         daemon.send_signal(crash)
         assert daemon.proc is not None and daemon.proc.wait(30) == -crash
@@ -275,7 +275,7 @@ def test_a_crash_while_the_new_model_is_on_trial_rolls_back_at_start(make_daemon
         daemon.start()
         final = probe.wait_for(state_is("rolled_back", 1, "interrupted"), "rolled back at start", timeout=120)
     assert "on trial" in (parse_state(final.payload).detail or "")
-    assert any(line.get("event") == "update_rolled_back_at_start" for line in daemon.log_lines())
+    assert any(line.get("event") == "update rolled back at start" for line in daemon.log_lines())
     assert model_path(daemon) == str(demo_model)
     assert ask(daemon).strip()
     assert not (daemon.state_dir / "models" / "current").exists()
