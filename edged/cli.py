@@ -82,7 +82,7 @@ def _structured_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from edged.client import SocketClient
+    from edged.clients.socket import SocketClient
     from edged.structured.answers import Answer
 
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
@@ -135,7 +135,7 @@ def _ask_sealed(client: Any, body: dict[str, Any], args: argparse.Namespace) -> 
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edged.client import SocketClient
+    from edged.clients.socket import SocketClient
 
     with SocketClient(_socket_path(args), timeout=10) as client:
         print(json.dumps(client.control("status"), indent=2))
@@ -143,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_profile_set(args: argparse.Namespace) -> int:
-    from edged.client import SocketClient
+    from edged.clients.socket import SocketClient
 
     with SocketClient(_socket_path(args), timeout=10) as client:
         print(json.dumps(client.control("profile", set=args.name)))

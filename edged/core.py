@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from edged.config import RequestLimits
-from edged.crypto.allowlist import RateLimiter
+from edged.ratelimit import RateLimiter
 from edged.engines.base import EngineSettings, SamplingParams
 from edged.engines.worker import ModelWorker
 from edged.errors import BadRequest, Busy, Cancelled, DeadlineExceeded, EngineError, InternalError, RequestError

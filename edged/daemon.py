@@ -107,7 +107,7 @@ class Daemon:
         from edged.power.profiles import builtin_profiles_dir, load_profiles
 
         if self.config.updates is not None:
-            from edged.fleet.slots import resolve_active_model
+            from edged.fleet.device.slots import resolve_active_model
 
             # Finish or undo a half-done model update first, so the daemon starts on a valid model.
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
@@ -164,13 +164,13 @@ class Daemon:
             plaintext_uids=uids, plaintext_gids=gids,
             control=self.control, sealed=self.gateway)
         await self.transport.start()
-        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the model has loaded
+        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the daemon is ready
             from edged.http_service import HttpService
 
             self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
                                     energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
                                     plaintext=(uids, gids), mqtt=lambda: self.mqtt)
-            await self.http.start(after=model_loading)
+            await self.http.start()
         if self.config.wyoming.uri is not None:
             from edged.transports.wyoming import WyomingTransport
             from edged.transports.wyoming_wire import model_facts
@@ -192,6 +192,8 @@ class Daemon:
         self.notifier.ready(self.control.status_line())
         logger.info("ready", version=__version__, socket=str(self.socket_path), state_dir=str(self.state_dir),
                     startup_s=round(time.monotonic() - self.started_at, 3))
+        if self.http is not None:
+            self.http.serve()
 
     async def _stop_parts(self) -> None:
         # Reverse order, each step on its own so one failure does not skip the rest.

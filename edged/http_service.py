@@ -7,7 +7,7 @@ MQTT session it gets the parts (core, control port, event hub, energy meter), ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,11 +15,10 @@ import structlog
 
 from edged import __version__
 from edged.config import Config
-from edged.crypto.api_keys import API_KEYS_FILE
 from edged.events import Events
 from edged.ports import ControlPort, CorePort
 from edged.power.readings import ThrottleState
-from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.prometheus import DeviceGauges, PrometheusMetrics
 from edged.transports.http.settings import HttpSettings, Listener, bind_listeners
 
 if TYPE_CHECKING:
@@ -30,6 +29,9 @@ if TYPE_CHECKING:
 logger = structlog.get_logger(__name__)
 
 HTTP_SOCKET_NAME = "http.sock"
+# crypto.api_keys.API_KEYS_FILE (a test keeps them equal): that module builds pydantic models, which
+# costs start-up time better spent after READY, when the HTTP server is imported.
+API_KEYS_FILE = "api-keys.json"
 
 
 class HttpControl(ControlPort, Protocol):
@@ -65,24 +67,27 @@ class HttpService:
         self._listeners: list[Listener] = []
         self._serving: asyncio.Task[None] | None = None
 
-    async def start(self, after: Awaitable[object] | None = None) -> None:
-        """Bind the sockets now (so every refusal happens at start); serve them once `after` is done.
+    async def start(self) -> None:
+        """Bind the sockets now, so every refusal (address in use, bad TLS files) happens at start.
 
-        aiohttp costs more to import than the daemon's whole start-up budget for HTTP, and importing it
-        while the model loads only slows both (they share the GIL). So the listeners exist from here
-        on (connections wait in their backlog) and the server takes them over after the model load.
+        aiohttp costs more to import than the start-up budget for HTTP, and importing it while the
+        model loads only slows both (they share the GIL). So the listeners exist from here on
+        (connections wait in their backlog) and `serve` takes them over once the daemon is ready.
         """
         self._listeners = bind_listeners(self.settings)
-        self._serving = asyncio.create_task(self._serve(after), name="http-start")
 
-    async def _serve(self, after: Awaitable[object] | None) -> None:
-        if after is not None:
-            await after
+    def serve(self) -> None:
+        """Import aiohttp and serve the bound sockets, in the background (the daemon calls it once ready)."""
+        self._serving = asyncio.create_task(self._serve(), name="http-start")
+
+    async def _serve(self) -> None:
         try:
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
+            from edged.crypto.api_keys import ApiKeyStore  # noqa: PLC0415
+
             self.transport = HttpTransport(self.settings, self._core.submit, self._control.model_name,
-                                           self.health, self.render_metrics)
+                                           self.health, self.render_metrics, ApiKeyStore(self.settings.keys_path))
             self._events.reload.connect(self.transport.reload_keys, name="HttpTransport.reload_keys")
             await self.transport.start(self._listeners)
         except Exception:

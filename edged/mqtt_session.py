@@ -18,16 +18,16 @@ from edged.homeassistant.wiring import home_assistant_for
 from edged.mqtt.feature import MqttFeature
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.supervisor import LinkEvent
+from edged.mqtt.connection import LinkEvent
 from edged.ports import ControlPort, GatewayPort, ModelCorePort, UpdateControlPort
 from edged.transports.mqtt import MqttRequestTransport
 from edged.transports.mqtt_commands import MqttCommands
-from edged.transports.mqtt_limits import max_inbound_packet
+from edged.mqtt_limits import max_inbound_packet
 from edged.transports.mqtt_presence import Presence
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 if TYPE_CHECKING:
-    from edged.fleet.service import UpdateService
+    from edged.fleet.device.service import UpdateService
     from edged.telemetry.publisher import TelemetryPublisher
     from edged.telemetry.spool import Spool
 
@@ -71,7 +71,7 @@ class MqttSession:
         if config.telemetry.enabled:
             features.append(await self._telemetry())
         if config.updates is not None:
-            from edged.fleet.service import UpdateService
+            from edged.fleet.device.service import UpdateService
 
             self.updates = UpdateService(config.updates, self._state_dir, config.device_id, self.topics,
                                          self._core, self._control)

@@ -12,7 +12,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from edged.client import SocketClient
+from edged.clients.socket import SocketClient
 from edged.errors import TransportError
 from tests.slowdown import daemon_env, scaled
 

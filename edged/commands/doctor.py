@@ -164,6 +164,9 @@ def check_state_dir(config: Config) -> Check:
         return Check("state", "ok", f"{state} does not exist yet; the daemon creates it (0700) at first start")
     except OSError as exc:
         return Check("state", "fail", f"cannot inspect {state}: {exc.strerror}", "check its parent's permissions")
+    if stat.S_ISLNK(info.st_mode) and os.readlink(state) == f"private/{state.name}":
+        # systemd's DynamicUser= layout: /var/lib/edged -> private/edged, owned by the service's user.
+        return Check("state", "ok", f"{state} is managed by systemd (DynamicUser=, in {state.parent}/private)")
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         return Check("state", "fail", f"{state} is not a plain directory", "remove it or point state_dir elsewhere")
     problems = []

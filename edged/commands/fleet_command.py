@@ -13,7 +13,7 @@ from edged.errors import ConfigError
 
 def cmd_fleet_command(args: argparse.Namespace) -> int:
     from edged.crypto.keys import load_private_key_file
-    from edged.mqtt.requester import SealedMqttClient
+    from edged.clients.mqtt import SealedMqttClient
 
     try:
         identity = bytes.fromhex(args.device_identity)

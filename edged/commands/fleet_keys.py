@@ -15,7 +15,7 @@ from edged.errors import ConfigError
 from edged.atomic import write_atomic
 from edged.fleet.hashing import HASH_BLOCK, sha256_file
 from edged.fleet.dsse import describe_validation_error
-from edged.fleet.keystore import OperatorKeys, keyid_of_hex
+from edged.fleet.depot.keystore import OperatorKeys, keyid_of_hex
 from edged.fleet.manifest import Artifact, ReleaseManifest, is_safe_name
 from edged.fleet.trust import (
     ExpiryClock,

@@ -104,9 +104,9 @@ def register(fleet_sub: Any) -> None:
 
 
 def cmd_depot(args: argparse.Namespace) -> int:
-    from edged.fleet.catalog import ReleaseCatalog
-    from edged.fleet.depot import Depot
-    from edged.fleet.faults import FaultInjector, plan_from_env
+    from edged.fleet.depot.catalog import ReleaseCatalog
+    from edged.fleet.depot.depot import Depot
+    from edged.testing.depot_faults import FaultInjector, plan_from_env
     from edged.log import configure_logging
 
     configure_logging(level=args.log_level, fmt="auto", stream=sys.stderr)
@@ -140,7 +140,7 @@ def cmd_depot(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from edged.fleet.operator import offer_topic, push, read_manifest
+    from edged.fleet.depot.operator import offer_topic, push, read_manifest
 
     settings = mqtt_settings(args)
     envelope, manifest = read_manifest(args.manifest, args.dir)
@@ -148,7 +148,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     push(settings, topic, envelope, retain=not args.no_retain)
     print(f"offered {manifest.fleet}/{manifest.channel} v{manifest.version} on {topic}")
     if args.device:
-        from edged.fleet.readiness import push_warnings, retained_status
+        from edged.fleet.depot.readiness import push_warnings, retained_status
 
         for warning in push_warnings(args.device, retained_status(settings, args.device), retained=not args.no_retain):
             print(f"warning: {warning}", file=sys.stderr)
@@ -156,7 +156,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edged.fleet.operator import UpdateBoard, subscribe_board
+    from edged.fleet.depot.operator import UpdateBoard, subscribe_board
 
     wanted = _parse_states(args.until)
     settings = mqtt_settings(args)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
-from edged.transports.topics import fleet_status_filter, fleet_telemetry_filter
+from edged.topics import fleet_status_filter, fleet_telemetry_filter
 
 REFRESH_S = 1.0
 COLUMNS = ("device", "status", "model", "profile", "last telemetry", "ttft p50 ms", "tok/s p50", "power W", "energy J")

@@ -19,7 +19,7 @@ def cmd_ha_forget(args: argparse.Namespace) -> int:
     from edged.homeassistant.feature import MARKER, read_marker
     from edged.mqtt.link import MqttLink
     from edged.paths import default_state_dir
-    from edged.transports.topics import DeviceTopics
+    from edged.topics import DeviceTopics
 
     overrides: dict[str, Any] = {}
     if args.device_id:

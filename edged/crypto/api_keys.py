@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Final, Iterator
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from edged.atomic import read_bounded, write_atomic
 from edged.errors import ConfigError
-from edged.validation import describe_validation_error
+from edged.validation import StrictModel, describe_validation_error
 
 logger = structlog.get_logger(__name__)
 
@@ -38,17 +38,13 @@ MAX_KEYS: Final = 1000
 MAX_PRESENTED_CHARS: Final = 256
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ApiKeyEntry(_Strict):
+class ApiKeyEntry(StrictModel):
     label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created: str = Field(max_length=64)
 
 
-class ApiKeysFile(_Strict):
+class ApiKeysFile(StrictModel):
     version: int = Field(1, ge=1, le=1)
     keys: list[ApiKeyEntry] = Field(default_factory=list, max_length=MAX_KEYS)
 

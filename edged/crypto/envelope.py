@@ -23,7 +23,7 @@ from edged.crypto import wire
 from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
 from edged.crypto.response import ResponseSealer
-from edged.crypto.topics import response_topic_allowed
+from edged.crypto.response_topic import response_topic_allowed
 from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
 from edged.validation import StrictModel
 

@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import structlog
 
-from edged.crypto.allowlist import AllowList, RateLimiter
+from edged.crypto.allowlist import AllowList
+from edged.ratelimit import RateLimiter
 from edged.crypto.clock import ClockGuard
 from edged.crypto.envelope import OpenedRequest, open_request
 from edged.crypto.keys import DeviceIdentity, PrekeyRing

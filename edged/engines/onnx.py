@@ -103,7 +103,8 @@ class OnnxEngine(Engine):
             ids.insert(0, self._config.bos_token_id)
         return ids
 
-    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None, tools: tuple[Any, ...] = ()) -> str:
+    def _prompt_text(self, messages: list[ChatMessage] | None, prompt: str | None,
+                     tools: tuple[Any, ...] = ()) -> str:
         assert self._config is not None and self._tokenizer is not None
         if messages is None:
             return prompt or ""

@@ -15,7 +15,6 @@ from edged.fleet import dsse
 from edged.fleet.manifest import MAX_CHUNK_SIZE, Name
 from edged.validation import StrictModel
 
-PULL_LEAF: Final = "update/pull"
 MAX_PULL_BYTES: Final = 1024
 MAX_PULL_CHUNKS: Final = 64  # one request may not make the depot send more than this (amplification bound)
 FRAME_MAGIC: Final = b"EDCH"
@@ -167,47 +166,3 @@ def parse_state(payload: bytes) -> UpdateStateReport:
         return UpdateStateReport.model_validate_json(payload)
     except ValidationError as exc:
         raise UpdateError("malformed", f"update state: {dsse.describe_validation_error(exc)}") from None
-
-
-# ---- topics that DeviceTopics does not define ---------------------------------------------------
-
-
-def pull_topic(prefix: str, device_id: str) -> str:
-    """Where a device asks for chunks; the depot answers on the device's ``update/chunks``."""
-    return f"{prefix}/{device_id}/{PULL_LEAF}"
-
-
-def depot_pull_filter(prefix: str, share_group: str | None) -> str:
-    """Every device's pull topic; as an MQTT 5 shared subscription, depots of one group split the load."""
-    plain = f"{prefix}/+/{PULL_LEAF}"
-    return f"$share/{share_group}/{plain}" if share_group else plain
-
-
-def device_of_pull_topic(prefix: str, topic: str) -> str | None:
-    head, tail = f"{prefix}/", f"/{PULL_LEAF}"
-    if not (topic.startswith(head) and topic.endswith(tail)):
-        return None
-    device_id = topic[len(head) : -len(tail)]
-    return device_id if device_id and "/" not in device_id else None
-
-
-def channel_offer_topic(prefix: str, fleet: str, channel: str) -> str:
-    """Retained release offer for every device of ``fleet`` that follows ``channel``."""
-    return f"{prefix}/fleet/{fleet}/channel/{channel}/offer"
-
-
-def group_offer_topic(prefix: str, fleet: str, group: str) -> str:
-    """Retained release offer for the devices of one group."""
-    return f"{prefix}/fleet/{fleet}/group/{group}/offer"
-
-
-def fleet_update_state_filter(prefix: str) -> str:
-    return f"{prefix}/+/update/state"
-
-
-def device_of_state_topic(prefix: str, topic: str) -> str | None:
-    head, tail = f"{prefix}/", "/update/state"
-    if not (topic.startswith(head) and topic.endswith(tail)):
-        return None
-    device_id = topic[len(head) : -len(tail)]
-    return device_id if device_id and "/" not in device_id else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged import __version__
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics, ha_birth_topic, ha_config_topic
 
 # edged's presence payload is JSON with state online | offline | stopped; both offline and stopped
 # (and anything unreadable) mean unavailable, so the template renders only the two payloads HA knows.
@@ -92,22 +92,22 @@ class HaTopics:
 
     @property
     def state(self) -> str:
-        return f"{self.device.prefix}/{self.device.device_id}/ha/state"
+        return self.device.ha_state
 
     @property
     def update(self) -> str:
-        return f"{self.device.prefix}/{self.device.device_id}/ha/update"
+        return self.device.ha_update
 
     @property
     def profile_command(self) -> str:
-        return f"{self.device.prefix}/{self.device.device_id}/ha/profile/set"
+        return self.device.ha_profile_set
 
     @property
     def birth(self) -> str:
-        return f"{self.discovery_prefix}/status"
+        return ha_birth_topic(self.discovery_prefix)
 
     def config(self, entity: Entity) -> str:
-        return f"{self.discovery_prefix}/{entity.component}/{self.node}/{entity.key}/config"
+        return ha_config_topic(self.discovery_prefix, entity.component, self.node, entity.key)
 
 
 def device_block(device_id: str, name: str | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from edged.homeassistant.entities import HaTopics
 from edged.homeassistant.feature import HomeAssistant
 from edged.homeassistant.state import DeviceFacts
 from edged.ports import ControlPort
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 
 class HaControl(ControlPort, Protocol):

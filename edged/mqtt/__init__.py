@@ -1,12 +1,11 @@
 """MQTT link of edged: a disciplined paho-mqtt 2.x client, its settings and its asyncio bridge."""
 
-from edged.mqtt.counters import LinkCounters
+from edged.mqtt.connection import LinkCounters, LinkEvent
 from edged.errors import InvalidTopicError
 from edged.mqtt.inbound import AsyncInbox, InboundHandler, InboundMessage
 from edged.mqtt.link import ConnectionHook, MqttLink, WillFactory
 from edged.mqtt.publishing import PublishHandle, StatusMessage
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.supervisor import LinkEvent
 from edged.mqtt.url import BrokerUrl, parse_broker_url
 
 __all__ = [

@@ -12,7 +12,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field
 
 from edged.errors import ConfigError, InvalidTopicError
-from edged.mqtt.counters import LinkCounters
+from edged.mqtt.connection import LinkCounters
 from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)

@@ -16,13 +16,11 @@ from pydantic import ValidationError
 
 from edged.errors import TransportError
 from edged.ratelog import RejectSummary
-from edged.mqtt.backoff import ReconnectBackoff
-from edged.mqtt.counters import LinkCounters
+from edged.mqtt.connection import ConnectionSupervisor, LinkCounters, LinkEvent, ReconnectBackoff
 from edged.mqtt.inbound import AsyncInbox, InboundHandler, Subscriptions, check_topic_name, inbound_from_paho
-from edged.mqtt.paho_client import build_client, connect_properties, publish_properties, stop_network_thread
+from edged.mqtt.client_factory import build_client, connect_properties, publish_properties, stop_network_thread
 from edged.mqtt.publishing import PendingPublishes, PublishHandle, StatusMessage
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.supervisor import ConnectionSupervisor, LinkEvent
 
 logger = structlog.get_logger(__name__)
 

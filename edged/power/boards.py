@@ -9,7 +9,7 @@ from pydantic import Field
 
 from edged.errors import SensorError
 from edged.power.readings import ESTIMATE, PowerSample, checked_watts
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 from edged.power.thermal import CpuSecondsClock, ProcessCpuClock
 from edged.validation import StrictModel
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edged.errors import SensorError
 from edged.power.readings import PowerSample, checked_watts
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 
 INA2XX_CHIPS = frozenset({"ina219", "ina220", "ina226", "ina230", "ina231"})
 # Rails that carry the whole board's input; when one exists it alone is the board figure,

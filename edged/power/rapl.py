@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edged.errors import SensorError
 from edged.power.readings import PowerSample, checked_watts
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 
 POWERCAP_CLASS = "sys/class/powercap"
 

@@ -20,7 +20,7 @@ from edged.power.rapl import find_rapl
 from edged.power.raspberrypi import CommandRunner, PmicReader, ThrottleReader, default_runner
 from edged.power.readings import PowerSample, PowerSource, Readings, ThrottleState
 from edged.power.supply import BatteryPowerSource, PowerSupplies, SupplySummary
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 from edged.power.thermal import CPU_DEVICES, CpuFreqReader, CpuSecondsClock, CpuStatReader, ThermalReader
 
 logger = structlog.get_logger(__name__)

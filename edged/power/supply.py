@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edged.errors import SensorError
 from edged.power.readings import PowerSample, checked_watts
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 
 POWER_SUPPLY_CLASS = "sys/class/power_supply"
 EXTERNAL_TYPES = frozenset({"Mains", "USB", "USB_C", "USB_PD", "USB_DCP", "USB_CDP", "USB_ACA"})

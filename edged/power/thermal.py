@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edged.errors import SensorError
-from edged.power.sysfs import MAX_PROC_BYTES, SysfsRoot, parse_int
+from edged.sysfs import MAX_PROC_BYTES, SysfsRoot, parse_int
 
 THERMAL_CLASS = "sys/class/thermal"
 CPU_DEVICES = "sys/devices/system/cpu"

@@ -1,6 +1,6 @@
 """Client side of structured output: request fields from files or values, and answers from events.
 
-`edged.client` re-exports these; `edged ask --json-schema/--tool` uses them.
+`edged.clients.socket` re-exports these; `edged ask --json-schema/--tool` uses them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable, Sequence
 
 from edged.errors import EngineError
 from edged.structured.grammar import GrammarCache
@@ -32,7 +32,7 @@ def llama_tokenizer(lib: Any, vocab: Any) -> Any:
             piece = b"\xff" + piece
         tokens.append(piece)
     tokenize = ctypes.cast(lib._lib.llama_tokenize, ctypes.c_void_p).value
-    # from_llamacpp exists at run time (llguidance 1.x) but is missing from the package's stubs.
+    # from_llamacpp is in the compiled module but not in its stubs (llguidance's own llamacpp.py calls it).
     return LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
         tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=lib.llama_vocab_eos(vocab), slices=None)
 
@@ -40,11 +40,11 @@ def llama_tokenizer(lib: Any, vocab: Any) -> Any:
 class _Vocabulary:
     """The duck type llguidance's TokenizerWrapper reads: token bytes, special ids and an encoder."""
 
-    def __init__(self, pieces: Sequence[bytes], eos: int, bos: int | None, special: Collection[int],
+    def __init__(self, pieces: Sequence[bytes], eos: int, bos: int | None, special: frozenset[int],
                  encode: Callable[[str], list[int]]) -> None:
         self.tokens = [b"\xff" + p if i in special else p for i, p in enumerate(pieces)]
         self.eos_token_id, self.bos_token_id = eos, bos
-        self.special_token_ids = list(special)
+        self.special_token_ids = sorted(special)
         self._encode = encode
 
     def __call__(self, text: str) -> list[int]:
@@ -56,7 +56,7 @@ def bytes_tokenizer(pieces: Sequence[bytes], eos: int, bos: int | None, special:
     """An llguidance tokenizer over any vocabulary given as the bytes of each token (the ONNX engine)."""
     from llguidance import LLTokenizer, TokenizerWrapper
 
-    return LLTokenizer(TokenizerWrapper(_Vocabulary(pieces, eos, bos, set(special), encode)))
+    return LLTokenizer(TokenizerWrapper(_Vocabulary(pieces, eos, bos, frozenset(special), encode)))
 
 
 class TokenMask:

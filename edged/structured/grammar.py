@@ -1,9 +1,9 @@
 """One grammar per request, in llguidance's Lark dialect, for both engines; compiled grammars are cached.
 
-Why llguidance (docs/protocol.md, commit message): one token-level mask serves the GGUF and the ONNX
-engine alike, it ships abi3 wheels for aarch64 and x86_64, compiles a 10-property schema in about a
+Why llguidance (docs/performance.md): one token-level mask serves the GGUF and the ONNX engine
+alike, it ships abi3 wheels for aarch64 and x86_64, compiles a 10-property schema in about a
 millisecond and costs well under a millisecond per token, where llama.cpp's own grammar sampler cost
-7-11 ms per token on the same schema and model.
+7-11 ms per token on the same schema and model (quick timings on a busy machine: relative only).
 
 JSON is generated compact but readable (", " and ": ", no other whitespace): a small model given free
 whitespace can spend its whole budget on newlines. A tool call is the Hermes/Qwen format most small

@@ -129,5 +129,5 @@ def check_schema(schema: Any, field: str) -> None:
         raise BadRequest(f"`{field}` at {at} is not a valid JSON Schema: {exc.message[:200]}") from None
     walk = _Walk(schema, field)
     walk.node(schema, "", 0)
-    for target, _sub in walk.defs.items():  # unused definitions are checked too: they are still schema
+    for target in list(walk.defs):  # unused definitions are checked too: they are still schema
         walk.ref(target, target[1:], 0)

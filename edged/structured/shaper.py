@@ -12,6 +12,7 @@ import structlog
 
 from edged.engines.textstream import TextStream
 from edged.errors import InternalError
+from edged.messages import TokenEvent
 from edged.structured.grammar import TOOL_CLOSE, TOOL_OPEN, json_grammar, tool_grammar
 from edged.structured.wire import JsonObjectFormat, JsonSchemaFormat, NamedToolChoice, Tool
 
@@ -63,7 +64,7 @@ class Outcome:
     content: str | None
     tool_calls: list[dict[str, Any]] | None
     finish_reason: str
-    tail: list[Any] = field(default_factory=list)  # stream events still to send before the final one
+    tail: list[TokenEvent] = field(default_factory=list)  # stream events to send before the final one
 
 
 def _check(schema: dict[str, Any], value: Any, what: str) -> None:
@@ -82,8 +83,6 @@ class Shaper:
     """Turns the engine's text pieces into stream events and, at the end, the validated answer."""
 
     def __init__(self, plan: OutputPlan) -> None:
-        from edged.messages import TokenEvent
-
         self._event = TokenEvent
         self.plan = plan
         self._text: list[str] = []
@@ -94,7 +93,7 @@ class Shaper:
         self._head: int | None = None  # offset of the arguments in the text, once the name is out
         self._sent_args = 0
 
-    def feed(self, text: str) -> list[Any]:
+    def feed(self, text: str) -> list[TokenEvent]:
         self._text.append(text)
         if self.plan.kind != "tools":
             self._shown.append(text)
@@ -114,7 +113,7 @@ class Shaper:
             return [self._event(out)] if out else []
         return self._call_deltas(whole, final=False)
 
-    def _call_deltas(self, whole: str, final: bool) -> list[Any]:
+    def _call_deltas(self, whole: str, final: bool) -> list[TokenEvent]:
         events = []
         if self._head is None:
             for tool in self.plan.callable:

@@ -13,7 +13,7 @@ from typing import Final
 import structlog
 
 from edged.errors import SensorError
-from edged.power.sysfs import MAX_PROC_BYTES, SysfsRoot
+from edged.sysfs import MAX_PROC_BYTES, SysfsRoot
 
 logger = structlog.get_logger(__name__)
 

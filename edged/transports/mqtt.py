@@ -11,7 +11,7 @@ from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ControlPort, CorePort, ExchangePort, GatewayPort
 from edged.transports.relay import relay_events
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from edged.jsonbody import load_json
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ControlPort, ExchangePort, GatewayPort
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 

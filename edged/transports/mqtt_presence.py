@@ -20,7 +20,7 @@ from edged import __version__
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.publishing import StatusMessage
 from edged.ports import ControlPort
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 logger = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """Model-update transfer throughput: the real depot and the real device pull loop through a local mosquitto.
 
-`edged.fleet.throughput.measure_transfer` signs a release of random bytes, serves it with a `Depot`
+`benchlib.throughput.measure_transfer` signs a release of random bytes, serves it with a `Depot`
 and pulls it with the device's `ChunkTransfer` (both in this process, each with its own broker
 connection), so the figure is a lower bound for two processes on two machines. Measured for the two
 chunk sizes the issue names; the targets table reports the smaller chunk size (the harder case).
@@ -20,9 +20,9 @@ CHUNK_SIZES = (64 * 1024, 256 * 1024)
 def measure_model_update(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     if mosquitto_binary() is None:
         return {"measured": False, "reason": "mosquitto is not installed"}
-    from edged.fleet.throughput import measure_transfer
+    from benchlib.throughput import measure_transfer
 
-    log("\n== model-update transfer (edged.fleet.throughput.measure_transfer) ==")
+    log("\n== model-update transfer (benchlib.throughput.measure_transfer) ==")
     broker = Broker(run_dir / "transfer-broker").start()
     runs: dict[str, Any] = {}
     try:

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, HealthCheck, ReleaseManifest, TargetSelector
 from edged.fleet.messages import parse_state
-from edged.fleet.operator import push
-from edged.fleet.service import PAUSE_ENV
+from edged.fleet.depot.operator import push
+from edged.testing import PAUSE_ENV
 from edged.fleet.trust import ExpiryClock, TrustStore, utc_now
 from edged.mqtt import InboundMessage, MqttSettings
 from tests.daemon import REPO, DaemonProcess

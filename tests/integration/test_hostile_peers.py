@@ -9,8 +9,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edged.errors import TransportError
-from edged.fleet.messages import channel_offer_topic
-from edged.transports.topics import DeviceTopics
+
+from edged.topics import DeviceTopics, channel_offer_topic
 from tests.integration.test_mqtt_daemon import BODY, DEVICE, answer_text, asker, provision
 from tests.mosquitto import Mosquitto, mosquitto_plain  # noqa: F401
 

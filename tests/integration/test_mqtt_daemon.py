@@ -12,7 +12,7 @@ import pytest
 from edged.crypto.keys import load_private_key_file
 from edged.mqtt import MqttSettings
 from edged.errors import RemoteError
-from edged.mqtt.requester import SealedMqttClient
+from edged.clients.mqtt import SealedMqttClient
 from tests.e2e_keys import device_identity, new_client
 from tests.mosquitto import ACL_USERS, Mosquitto, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
 from tests.mqtt_probe import Probe, payload, status_is

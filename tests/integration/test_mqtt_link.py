@@ -20,7 +20,7 @@ import structlog
 from structlog.testing import LogCapture
 
 from edged.mqtt import InboundMessage, LinkEvent, MqttLink, MqttSettings, StatusMessage
-from edged.mqtt import supervisor as supervisor_module
+from edged.mqtt import connection as supervisor_module
 from tests.mosquitto import Mosquitto, free_port, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
 from tests.slowdown import scaled
 

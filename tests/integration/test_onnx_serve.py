@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.client import RemoteError
+from edged.clients.socket import RemoteError
 from edged.convert.onnx_export import convert_gguf
 from edged.paths import demo_model_path
 from tests.daemon import DaemonProcess

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edged.crypto.clock import clock_synchronised
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, HealthCheck, ReleaseManifest, TargetSelector
 from edged.fleet.trust import utc_now
 from tests.daemon import REPO
@@ -42,7 +42,7 @@ def push(broker_url: str, device: str, manifest: Path) -> subprocess.CompletedPr
 
 
 def status_of(broker_url: str, device: str) -> dict[str, object]:
-    from edged.fleet.readiness import retained_status
+    from edged.fleet.depot.readiness import retained_status
     from edged.mqtt import MqttSettings
 
     status = retained_status(MqttSettings(url=broker_url), device, wait_s=10)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edged.client import RemoteError
+from edged.clients.socket import RemoteError
 from edged.crypto.client import SealedRequest
 from edged.crypto.keys import load_private_key_file
 from edged.errors import StreamError

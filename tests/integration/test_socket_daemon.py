@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.client import RemoteError, SocketClient
+from edged.clients.socket import RemoteError, SocketClient
 from edged.errors import TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, encode_frame, encode_json
 from tests.profiles import profile_toml, profiles_dir

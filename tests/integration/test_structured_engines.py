@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from edged.convert.onnx_export import convert_gguf
@@ -16,8 +18,9 @@ from edged.engines.onnx import OnnxEngine
 from edged.messages import parse_request
 from edged.paths import demo_model_path
 from edged.structured.shaper import Shaper, plan_for
+from tests.unit.test_structured_grammar import schemas
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a loaded 2-core machine can be very slow
 
 
 def obj(properties: dict, required: list[str] | None = None) -> dict:
@@ -119,6 +122,15 @@ def test_gguf_answers_validate(gguf, prompt, schema):
     assert outcome.finish_reason == "stop"
     Draft202012Validator(schema).validate(json.loads(outcome.content))
     assert "".join(e.text for e in events) == outcome.content
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(schema=schemas(numbers=False, max_leaves=4), temperature=st.sampled_from([0.0, 0.7]))
+def test_gguf_generated_schemas_always_validate(gguf, schema, temperature):
+    outcome, _ = ask(gguf, json_body("Fill in the data", schema, max_tokens=160, temperature=temperature))
+    assert outcome.finish_reason == "stop"
+    Draft202012Validator(schema).validate(json.loads(outcome.content))
 
 
 def test_gguf_json_object_mode(gguf):

@@ -14,13 +14,13 @@ from pydantic import ValidationError
 from edged.crypto.allowlist import (
     AllowList,
     ClientEntry,
-    RateLimiter,
     parse_allow_list,
     read_allow_list_file,
 )
 from edged.crypto.allowlist_edit import add_client, remove_client, render_allow_list
-from edged.crypto.topics import response_topic_allowed
+from edged.crypto.response_topic import response_topic_allowed
 from edged.errors import ConfigError
+from edged.ratelimit import RateLimiter
 
 
 def _pub() -> str:

@@ -1,8 +1,8 @@
-"""The operator's warnings before a push, from a device's retained status (edged/fleet/readiness.py)."""
+"""The operator's warnings before a push, from a device's retained status (edged/fleet/depot/readiness.py)."""
 
 from __future__ import annotations
 
-from edged.fleet.readiness import push_warnings
+from edged.fleet.depot.readiness import push_warnings
 
 ONLINE = {"state": "online", "device_id": "pi-1"}
 

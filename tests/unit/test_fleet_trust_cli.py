@@ -11,7 +11,7 @@ import pytest
 
 from edged.commands import fleet_keys
 from edged.errors import ConfigError, UpdateError
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import FleetMembership, ReleaseVerifier
 from edged.fleet.trust import ExpiryClock, TrustStore
 

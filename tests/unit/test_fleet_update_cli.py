@@ -11,10 +11,10 @@ from edged.cli import build_parser
 from edged.commands.fleet_ops import _parse_states
 from edged.config import load_config
 from edged.errors import ConfigError
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, ReleaseManifest
 from edged.fleet.messages import ActiveModel, ReleaseRef, UpdateStateReport
-from edged.fleet.operator import UpdateBoard, offer_topic, read_manifest
+from edged.fleet.depot.operator import UpdateBoard, offer_topic, read_manifest
 from edged.fleet.trust import utc_now
 from edged.mqtt.inbound import InboundMessage
 

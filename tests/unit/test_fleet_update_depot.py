@@ -13,25 +13,27 @@ from typing import Any
 import pytest
 
 from edged.errors import ConfigError, UpdateError
-from edged.fleet.catalog import ReleaseCatalog
-from edged.fleet.depot import Depot
-from edged.fleet.faults import FaultInjector, FaultPlan, plan_from_env
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.catalog import ReleaseCatalog
+from edged.fleet.depot.depot import Depot
+from edged.testing.depot_faults import FaultInjector, FaultPlan, plan_from_env
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, ReleaseManifest
 from edged.fleet.messages import (
     HEADER_BYTES,
     KIND_ERROR,
     PullRequest,
     UpdateStateReport,
+    encode_chunk,
+    encode_error,
+    parse_chunk,
+    parse_pull,
+)
+from edged.topics import (
     channel_offer_topic,
     depot_pull_filter,
     device_of_pull_topic,
     device_of_state_topic,
-    encode_chunk,
-    encode_error,
     group_offer_topic,
-    parse_chunk,
-    parse_pull,
 )
 from edged.fleet.trust import utc_now
 from edged.mqtt.inbound import InboundMessage
@@ -237,7 +239,7 @@ def test_fault_plan_comes_only_from_the_test_variable():
 
 def test_spoofed_pulls_cannot_send_a_device_more_than_its_budget(shop):
     """Pulls carry no signature: 100 of them for one device must not make the depot send it 100 pulls' worth."""
-    from edged.fleet.pull_budget import DeviceBudget
+    from edged.fleet.depot.pull_budget import DeviceBudget
 
     now = [0.0]
     depot, link = _depot(shop)

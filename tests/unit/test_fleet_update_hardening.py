@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from edged.errors import UpdateError
-from edged.fleet.journal import Journal
+from edged.fleet.device.journal import Journal
 from edged.fleet.manifest import Artifact
-from edged.fleet.partial import PartialDownload
+from edged.fleet.device.partial import PartialDownload
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.trust import ExpiryClock
 from tests.unit import test_fleet_trust_manifest as manifests

@@ -16,17 +16,17 @@ from edged.core import Core
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.engines.worker import ModelWorker
 from edged.errors import EngineError
-from edged.fleet.journal import Journal
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.device.journal import Journal
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import Artifact, HealthCheck, ReleaseManifest, TargetSelector
 from edged.fleet.messages import encode_chunk, parse_pull, parse_state
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.service import UpdateService
-from edged.fleet.slots import Slots
+from edged.fleet.device.service import UpdateService
+from edged.fleet.device.slots import Slots
 from edged.fleet.trust import ExpiryClock, TrustStore, utc_now
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.mqtt.publishing import PublishHandle
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 from tests.fakes import FixedEnergy, make_profile
 from tests.slowdown import scaled
 

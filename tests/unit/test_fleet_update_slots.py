@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edged.fleet.journal import STEPS, Journal, JournalState, SlotPointer, UpdateRecord, payload_sha256
+from edged.fleet.device.journal import STEPS, Journal, JournalState, SlotPointer, UpdateRecord, payload_sha256
 from edged.fleet.manifest import Artifact
-from edged.fleet.slots import Slots, resolve_active_model
+from edged.fleet.device.slots import Slots, resolve_active_model
 from edged.fleet import dsse
 
 MODEL = b"GGUF" + b"\x01" * 4092

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from edged.errors import UpdateError
-from edged.fleet.faults import FaultInjector, FaultPlan
+from edged.testing.depot_faults import FaultInjector, FaultPlan
 from edged.fleet.manifest import Artifact
 from edged.fleet.messages import PullRequest, encode_chunk, encode_error
-from edged.fleet.partial import PartialDownload
+from edged.fleet.device.partial import PartialDownload
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.transfer import ChunkInbox, ChunkTransfer
+from edged.fleet.device.transfer import ChunkInbox, ChunkTransfer
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 
 CHUNK = 16 * 1024

@@ -18,7 +18,7 @@ from edged.summary import RequestSummary
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.mqtt.publishing import PublishHandle
 from edged.state import PowerState
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 from tests.ha_schema import check_config, is_number_or_none, render
 
 TOPICS = HaTopics(DeviceTopics("edged", "pi.kitchen-1"), "homeassistant")

@@ -15,11 +15,11 @@ import pytest
 
 from edged.config import RequestLimits
 from edged.core import Core
-from edged.crypto.api_keys import add_key, revoke_key
+from edged.crypto.api_keys import ApiKeyStore, add_key, revoke_key
 from edged.engines.worker import ModelWorker
 from edged.errors import ConfigError, EngineError
 from edged.events import Events
-from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.prometheus import DeviceGauges, PrometheusMetrics
 from edged.transports.http.app import HttpTransport
 from edged.transports.http.settings import HttpSettings, bind_listeners, check_listen
 from tests.fakes import FakeEngine, FixedEnergy, make_profile
@@ -84,7 +84,7 @@ async def serve(tmp_path: Path, engine: FakeEngine | None = None, *, uids: set[i
     gauges = DeviceGauges(version="t", device_id="d", model_name="fake", model_format="fake", model_state="ready",
                           profile="test", profiles=("test",), queue_waiting=0, queue_running=0, queue_capacity=8)
     transport = HttpTransport(settings, core.submit, lambda: "fake", lambda: (200, {"status": "ready"}),
-                              lambda: metrics.render(gauges))
+                              lambda: metrics.render(gauges), ApiKeyStore(settings.keys_path))
     await transport.start(bind_listeners(settings))
     return Served(tmp_path, core, transport, metrics)
 
@@ -324,7 +324,7 @@ def test_a_client_that_connects_before_the_server_takes_over_is_served(tmp_path:
         early = asyncio.create_task(session.get("http://edged/health"))
         await asyncio.sleep(0)
         transport = HttpTransport(settings, core.submit, lambda: "fake", lambda: (200, {"status": "ready"}),
-                                  lambda: "")
+                                  lambda: "", ApiKeyStore(settings.keys_path))
         await transport.start(listeners)
         try:
             response = await early

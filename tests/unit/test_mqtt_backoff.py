@@ -12,10 +12,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import LogCapture
 
 from edged.errors import ConfigError
-from edged.mqtt import supervisor as supervisor_module
-from edged.mqtt.backoff import ReconnectBackoff
-from edged.mqtt.counters import LinkCounters
-from edged.mqtt.supervisor import ConnectionSupervisor
+from edged.mqtt import connection as supervisor_module
+from edged.mqtt.connection import ConnectionSupervisor, LinkCounters, ReconnectBackoff
 
 ACCEPTED = ReasonCode(PacketTypes.CONNACK, identifier=0)
 LOST = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")

@@ -10,7 +10,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from edged.mqtt.counters import LinkCounters
+from edged.mqtt.connection import LinkCounters
 from edged.mqtt.inbound import (
     AsyncInbox,
     InboundMessage,

@@ -9,9 +9,9 @@ from paho.mqtt.packettypes import PacketTypes
 
 from edged.fleet.dsse import MAX_ENVELOPE_BYTES
 from edged.fleet.manifest import MAX_CHUNK_SIZE
-from edged.mqtt.paho_client import BoundedClient, build_client, connect_properties
+from edged.mqtt.client_factory import BoundedClient, build_client, connect_properties
 from edged.mqtt.settings import MqttSettings
-from edged.transports.mqtt_limits import max_inbound_packet
+from edged.mqtt_limits import max_inbound_packet
 
 
 def test_connect_carries_maximum_packet_size_on_mqtt5_only() -> None:

@@ -10,9 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from edged.errors import ConfigError
-from edged.mqtt.credentials import read_password, resolve_credential_path
+from edged.mqtt.client_factory import build_tls_context, read_password, resolve_credential_path
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.tls import build_tls_context
 from tests.mosquitto import make_tls_files
 
 

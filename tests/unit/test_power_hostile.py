@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import edged.power.sysfs as sysfs_module
+import edged.sysfs as sysfs_module
 from edged.errors import SensorError
 from edged.power.hwmon import find_ina2xx
 from edged.power.raspberrypi import (CachedCommand, PmicReader, ThrottleReader, parse_pmic_adc, parse_throttled,
                                      run_vcgencmd)
 from edged.power.sensors import detect
 from edged.power.supply import PowerSupplies
-from edged.power.sysfs import MAX_ATTRIBUTE_BYTES, SysfsRoot
+from edged.sysfs import MAX_ATTRIBUTE_BYTES, SysfsRoot
 from edged.power.thermal import CpuStatReader, ProcessCpuClock, ThermalReader
 
 BOARDS = Path(__file__).resolve().parent.parent / "fixtures" / "boards"

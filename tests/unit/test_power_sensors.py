@@ -14,7 +14,7 @@ from edged.power.hwmon import Ina2xxReader, Ina3221Reader, Rail, find_ina2xx, fi
 from edged.power.rapl import find_rapl
 from edged.power.sensors import detect
 from edged.power.supply import PowerSupplies
-from edged.power.sysfs import SysfsRoot
+from edged.sysfs import SysfsRoot
 from edged.power.thermal import CpuFreqReader, CpuStatReader, ProcessCpuClock, ThermalReader
 
 BOARDS = Path(__file__).resolve().parent.parent / "fixtures" / "boards"
@@ -302,7 +302,7 @@ def test_detect_with_nothing_gives_only_the_estimate(tmp_path: Path) -> None:
 
 def test_detect_without_access_to_rapl_leaves_it_out(copy_board, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_board("x86-rapl")
-    import edged.power.sysfs as sysfs_module
+    import edged.sysfs as sysfs_module
 
     real = sysfs_module._read_bytes
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from prometheus_client.parser import text_string_to_metric_families
 
 from edged.summary import RequestSummary
-from edged.telemetry.prometheus import DeviceGauges, PrometheusMetrics
+from edged.prometheus import DeviceGauges, PrometheusMetrics
 
 GAUGES = DeviceGauges(version="0.1.0", device_id="pi-1", model_name="SmolLM2", model_format="gguf",
                       model_state="ready", profile="eco", profiles=("balanced", "eco"), queue_waiting=2,
@@ -114,7 +114,7 @@ def test_outcome_labels_are_bounded() -> None:
 def test_every_metric_is_listed_in_protocol_md() -> None:
     from pathlib import Path
 
-    from edged.telemetry.prometheus import metric_names
+    from edged.prometheus import metric_names
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     metrics = PrometheusMetrics()

@@ -159,3 +159,29 @@ def test_a_tool_turn_answering_an_earlier_call_is_accepted():
 ])
 def test_bad_tool_turns_name_the_field(messages, needle):
     assert needle in rejected(conversation(*messages))
+
+
+def test_client_answer_joins_streamed_tool_call_pieces(tmp_path):
+    from edged.clients.socket import answer_of, tool_choice
+    from edged.errors import ConfigError
+    from edged.structured.answers import schema_format_from_file, tools_from_files
+
+    chunks = [{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                      "function": {"name": "lamp", "arguments": ""}}]}}]},
+              {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"on": '}}]}}]},
+              {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "true}"}}]}}]},
+              {"choices": [{"delta": {}, "finish_reason": "tool_calls"}], "edged": {}}]
+    answer = answer_of(chunks)
+    assert answer.finish_reason == "tool_calls" and answer.content == ""
+    assert answer.tool_calls == [{"id": "call_1", "type": "function",
+                                  "function": {"name": "lamp", "arguments": '{"on": true}'}}]
+    assert tool_choice("required") == "required"
+    assert tool_choice("lamp") == {"type": "function", "function": {"name": "lamp"}}
+    (tmp_path / "my city.json").write_text('{"type": "object"}')
+    assert schema_format_from_file(tmp_path / "my city.json")["json_schema"]["name"] == "my_city"
+    (tmp_path / "tools.json").write_text(json.dumps([WEATHER, {"name": "bare", "parameters": {"type": "object"}}]))
+    tools = tools_from_files([tmp_path / "tools.json"])
+    assert [t["function"]["name"] for t in tools] == ["get_weather", "bare"]
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        tools_from_files([tmp_path / "bad.json"])

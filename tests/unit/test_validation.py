@@ -62,3 +62,11 @@ def test_strict_model_refuses_coercion_unknown_fields_and_mutation():
     sample = Sample(count=1)
     with pytest.raises(ValidationError):
         sample.count = 2  # type: ignore[misc]
+
+
+def test_no_model_repeats_the_strict_config():
+    """Boundary models derive from StrictModel; a local copy of its ConfigDict would drift from it."""
+    root = Path(__file__).resolve().parents[2] / "edged"
+    copies = [str(path.relative_to(root)) for path in root.rglob("*.py")
+              if 'extra="forbid"' in path.read_text() and path.name != "validation.py"]
+    assert copies == []

@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from edged.crypto.api_keys import ApiKeyStore
 from edged.errors import ConfigError, EdgedError, RequestError
+from edged.ports import ApiKeyPort
 from edged.transports.http.auth import CALLER, Access, Caller
 from edged.transports.http.errors import error_response, from_http_exception
 from edged.transports.http.openai_api import OpenAIRoutes, Submit
@@ -29,10 +29,11 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class HttpTransport:
     def __init__(self, settings: HttpSettings, submit: Submit, model_name: Callable[[], str],
-                 health: Callable[[], tuple[int, dict[str, Any]]], metrics: Callable[[], str]) -> None:
+                 health: Callable[[], tuple[int, dict[str, Any]]], metrics: Callable[[], str],
+                 keys: ApiKeyPort) -> None:
         check_listen(settings)
         self.settings = settings
-        self.keys = ApiKeyStore(settings.keys_path)
+        self.keys = keys  # crypto.api_keys.ApiKeyStore over settings.keys_path, built by http_service
         self._access = Access(settings.plaintext_uids, settings.plaintext_gids, self.keys)
         self._health = health
         self._metrics = metrics

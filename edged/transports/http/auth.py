@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from edged.crypto.api_keys import ApiKeyStore
+from edged.ports import ApiKeyPort
 from edged.transports.http.errors import error_response
 from edged.transports.peer import peer_of_socket, plaintext_allowed
 
@@ -25,7 +25,7 @@ CALLER = web.RequestKey("caller", Caller)
 
 
 class Access:
-    def __init__(self, plaintext_uids: set[int], plaintext_gids: set[int], keys: ApiKeyStore) -> None:
+    def __init__(self, plaintext_uids: set[int], plaintext_gids: set[int], keys: ApiKeyPort) -> None:
         self._uids = plaintext_uids
         self._gids = plaintext_gids
         self.keys = keys

@@ -16,7 +16,7 @@ import statistics
 import time
 from typing import Any
 
-from edged.client import RemoteError
+from edged.clients.socket import RemoteError
 
 from benchlib.prompts import CHAT_PROMPTS, chat_messages
 from benchlib.samples import RequestSample, summarize_requests

@@ -52,7 +52,7 @@ class SealCostScenario(Scenario):
         from edged.crypto.client import SealedRequest  # noqa: PLC0415
         from edged.crypto.envelope import open_request  # noqa: PLC0415
         from edged.messages import Completion  # noqa: PLC0415
-        from edged.transports.topics import DeviceTopics  # noqa: PLC0415
+        from edged.topics import DeviceTopics  # noqa: PLC0415
 
         gateway, key = target.gateway, target.client_key
         number, repeat = settings.seal_number, settings.seal_repeat

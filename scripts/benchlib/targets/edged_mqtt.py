@@ -65,7 +65,7 @@ class EdgedMqttTarget(EdgedSocketTarget):
         # The MQTT client logs through structlog; keep the benchmark's stdout for the results.
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         from edged.crypto.keys import load_private_key_file  # noqa: PLC0415
-        from edged.mqtt.requester import SealedMqttClient  # noqa: PLC0415
+        from edged.clients.mqtt import SealedMqttClient  # noqa: PLC0415
         from edged.mqtt.settings import MqttSettings  # noqa: PLC0415
 
         mqtt_key = self._keys.clients[MQTT_CLIENT]

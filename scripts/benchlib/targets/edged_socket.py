@@ -1,4 +1,4 @@
-"""edged itself: `python -m edged serve` as a subprocess, asked over its Unix socket with edged.client.
+"""edged itself: `python -m edged serve` as a subprocess, asked over its Unix socket with edged.clients.socket.
 
 Written so variants are subclasses that change one thing: `prepare` (keys, a broker, a converted model
 before the start), `serve_args`/`environment` (another model, MQTT), `chat` (another transport). The
@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
-from edged.client import SocketClient
+from edged.clients.socket import SocketClient
 from edged.errors import EdgedError
 
 from benchlib import procs

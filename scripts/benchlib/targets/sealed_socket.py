@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged.client import SocketClient
+from edged.clients.socket import SocketClient
 from edged.crypto.client import SealedRequest
 from edged.crypto.keys import load_private_key_file
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edged.errors import RemoteError, TransportError
-from edged.structured.answers import Answer, answer_of, function_tool, json_schema_format, tool_choice  # noqa: F401
+from edged.structured.answers import Answer, answer_of, function_tool, json_schema_format, tool_choice
+
+__all__ = ["Answer", "SocketClient", "answer_of", "event_of", "function_tool", "json_schema_format", "tool_choice"]
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, KIND_SEALED, encode_frame, encode_json
 
 _LENGTH = struct.Struct(">I")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from edged.errors import UpdateError
 from edged import atomic
 from edged.fleet import dsse
-from edged.fleet.journal import BEFORE_SWITCH, Journal, SlotName, SlotPointer
+from edged.fleet.device.journal import BEFORE_SWITCH, Journal, SlotName, SlotPointer
 
 logger = structlog.get_logger(__name__)
 

@@ -1,15 +1,96 @@
-"""Connection bookkeeping of the MQTT link: state, counters, reconnect delays and rate-limited logs."""
+"""Connection bookkeeping of the MQTT link: thread-safe counters, reconnect delays (full jitter, a long
+wait after refused credentials), connection state and rate-limited logs."""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edged.mqtt.backoff import ReconnectBackoff
-from edged.mqtt.counters import LinkCounters
+from edged.errors import ConfigError
+
+CounterName = Literal[
+    "connect_attempts",  # TCP/TLS connections started (each CONNECT try)
+    "connects",  # CONNACK accepted
+    "connect_failures",  # attempts that did not end in an accepted CONNACK
+    "auth_failures",  # CONNACK refused for credentials, authorisation or a ban
+    "disconnects",  # established connections that ended (lost or closed)
+    "dropped_inbound",  # messages dropped because an inbox was full or unreadable
+    "oversize_inbound",  # packets over max_packet_bytes: the connection was closed before reading them
+    "handler_errors",  # exceptions raised by inbound handlers (logged and swallowed)
+    "publish_failures",  # publishes refused locally, refused by the broker, or lost at stop
+    "callback_errors",  # exceptions inside the link's own paho callbacks (a bug if non-zero)
+]
+COUNTER_NAMES: tuple[str, ...] = get_args(CounterName)
+
+
+class LinkCounters:
+    """Monotonic counters, bumped from paho's network thread and read from anywhere."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def bump(self, name: CounterName, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] += amount
+
+    def get(self, name: CounterName) -> int:
+        with self._lock:
+            return self._values[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class ReconnectBackoff:
+    """Delay before the next connection attempt.
+
+    Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): the n-th delay is
+    uniform in [min_s, min(max_s, min_s * 2**(n+1))], so a fleet that lost its broker at the same
+    moment does not come back in lock step. The first cap is already 2 * min_s for that reason.
+    """
+
+    def __init__(self, min_s: float, max_s: float, auth_retry_s: float, rng: random.Random | None = None) -> None:
+        if not 0 < min_s <= max_s:
+            raise ConfigError("reconnect backoff needs 0 < min_s <= max_s")
+        self._min_s = min_s
+        self._max_s = max_s
+        self._auth_retry_s = auth_retry_s
+        self._rng = rng if rng is not None else random.Random()
+        self._failures = 0
+
+    @property
+    def failures(self) -> int:
+        """Attempts that failed since the last reset."""
+        return self._failures
+
+    @property
+    def auth_retry_s(self) -> float:
+        return self._auth_retry_s
+
+    def next_delay(self) -> float:
+        """The delay after one more failed or lost connection."""
+        # The exponent is capped so a week-long outage cannot overflow the float.
+        cap = min(self._max_s, self._min_s * 2.0 ** min(self._failures + 1, 60))
+        self._failures += 1
+        return self._rng.uniform(self._min_s, cap)
+
+    def auth_delay(self) -> float:
+        """The delay after the broker refused our credentials or banned us."""
+        self._failures += 1
+        return self._auth_retry_s
+
+    def reset(self) -> None:
+        """The connection proved stable: start again from the smallest delay."""
+        self._failures = 0
+
 
 logger = structlog.get_logger(__name__)
 

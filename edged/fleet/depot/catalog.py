@@ -15,7 +15,7 @@ from edged.errors import ConfigError, UpdateError
 from edged import atomic
 from edged.fleet.hashing import sha256_file
 from edged.fleet import dsse
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 
 logger = structlog.get_logger(__name__)

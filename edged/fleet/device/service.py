@@ -4,36 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Final
 
 import structlog
 
+from edged import testing
 from edged.engines import create_engine
 from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
-from edged.fleet.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
+from edged.fleet.device.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
-from edged.fleet.messages import PullRequest, channel_offer_topic, group_offer_topic, pull_topic
-from edged.fleet.reports import StateReporter
+from edged.fleet.messages import PullRequest
+from edged.fleet.device.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.slots import Slots
-from edged.fleet.transfer import ChunkInbox
+from edged.fleet.device.slots import Slots
+from edged.fleet.device.transfer import ChunkInbox
 from edged.fleet.trust import TrustStore
-from edged.fleet.updater import Updater
+from edged.fleet.device.updater import Updater
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
 from edged.ports import ModelCorePort, UpdateControlPort
 from edged.ratelog import RejectSummary
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics, channel_offer_topic, group_offer_topic, pull_topic
 
 logger = structlog.get_logger(__name__)
 
-# TEST HOOK: `EDGED_TEST_PAUSE_UPDATE_AT=<step>` blocks the update right before that journal step is
-# written, or with `health_check` while the new model is loaded and on trial (so a test can kill the
-# daemon there). Not `EDGED_*`: those are config overrides.
-PAUSE_ENV: Final = "EDGED_TEST_PAUSE_UPDATE_AT"
 OFFER_INBOX: Final = 16
 CANCELLABLE: Final = frozenset({"verified", "downloading"})
 
@@ -61,7 +57,7 @@ class UpdateService(MqttFeature):
         self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.membership(device_id),
                                         settings.limits())
         self._pull_topic = pull_topic(topics.prefix, device_id)
-        self._pause_at = os.environ.get(PAUSE_ENV) or None
+        self._pause_at = testing.update_pause_step()  # the one test hook of the device side
         self.engine_factory = create_engine  # how a model file becomes an engine (tests swap in a fake)
         self._report: StateReporter | None = None  # built at start(): it publishes on the link
         self._wake = asyncio.Event()
@@ -253,8 +249,7 @@ class UpdateService(MqttFeature):
 
     async def _pause(self, step: str) -> None:
         if step == self._pause_at:
-            logger.warning("update paused for test", step=step)
-            await asyncio.Event().wait()
+            await testing.pause_forever(step)
 
     # ---- the pull channel ---------------------------------------------------------------------
     def _send_pull(self, request: PullRequest) -> None:

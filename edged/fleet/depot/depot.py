@@ -11,24 +11,16 @@ from typing import Final
 import structlog
 
 from edged.errors import UpdateError
-from edged.fleet.catalog import ReleaseCatalog
-from edged.fleet.faults import FaultInjector
-from edged.fleet.messages import (
-    MAX_PULL_BYTES,
-    PullRequest,
-    depot_pull_filter,
-    device_of_pull_topic,
-    encode_chunk,
-    encode_error,
-    parse_pull,
-)
-from edged.fleet.pull_budget import DeviceBudget
+from edged.fleet.depot.catalog import ReleaseCatalog
+from edged.testing.depot_faults import FaultInjector
+from edged.fleet.messages import MAX_PULL_BYTES, PullRequest, encode_chunk, encode_error, parse_pull
+from edged.fleet.depot.pull_budget import DeviceBudget
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.publishing import PublishHandle
 from edged.mqtt.settings import MqttSettings
-from edged.transports.mqtt_limits import PACKET_OVERHEAD
-from edged.transports.topics import DeviceTopics
+from edged.mqtt_limits import PACKET_OVERHEAD
+from edged.topics import DeviceTopics, depot_pull_filter, device_of_pull_topic
 
 logger = structlog.get_logger(__name__)
 

@@ -1,7 +1,9 @@
 """Request metrics in the Prometheus text exposition format (version 0.0.4), rendered here.
 
-Rendering ourselves keeps the daemon free of another runtime dependency: the format is a few lines
-of text per family, and the tests parse our output with prometheus_client's own parser. Counters
+It lives outside edged/telemetry (whose package pulls in the MQTT record and spool code) so that
+the HTTP side costs little to import. Rendering ourselves keeps the daemon free of another runtime
+dependency: the format is a few lines of text per family, and the tests parse our output with
+prometheus_client's own parser. Counters
 and histograms are cumulative since start (Prometheus computes rates); the device gauges are read
 at scrape time from a `DeviceGauges` snapshot, so nothing here polls.
 """
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Final, Iterable
 
 from edged.summary import RequestSummary
-from edged.telemetry.metrics import LabelledCounter
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Label values come from wire codes and transports: a bug must not grow the page without bound.
+MAX_SERIES: Final = 64
 
 # Seconds, from a cached prompt on a fast board to a long answer on a slow one.
 LATENCY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -118,7 +121,7 @@ class PrometheusMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
-        self._rejects = LabelledCounter()
+        self._rejects: dict[str, int] = {}
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._queue = Histogram(LATENCY_BUCKETS_S)
@@ -129,7 +132,7 @@ class PrometheusMetrics:
     def on_request(self, summary: RequestSummary) -> None:
         with self._lock:
             key = (summary.transport, summary.outcome)
-            if key not in self._requests and len(self._requests) >= 64:
+            if key not in self._requests and len(self._requests) >= MAX_SERIES:
                 key = (summary.transport, "other")  # outcomes are wire codes; a bug must not grow memory
             self._requests[key] = self._requests.get(key, 0) + 1
             self._prompt_tokens += max(summary.input_tokens, 0)
@@ -145,7 +148,9 @@ class PrometheusMetrics:
 
     def on_reject(self, code: str) -> None:
         with self._lock:
-            self._rejects.add(code)
+            if code not in self._rejects and len(self._rejects) >= MAX_SERIES:
+                code = "other"
+            self._rejects[code] = self._rejects.get(code, 0) + 1
 
     def render(self, device: DeviceGauges) -> str:
         out = _Out()
@@ -156,7 +161,7 @@ class PrometheusMetrics:
                 out.sample("edged_requests_total", count, {"transport": transport, "outcome": outcome})
             out.family("edged_requests_rejected_total", "counter",
                        "Requests refused at admission, by wire error code (busy, bad_request, ...).")
-            for code, count in sorted(self._rejects.as_dict().items()):
+            for code, count in sorted(self._rejects.items()):
                 out.sample("edged_requests_rejected_total", count, {"code": code})
             out.one("edged_prompt_tokens_total", "counter", "Prompt tokens of finished requests.", self._prompt_tokens)
             out.one("edged_completion_tokens_total", "counter", "Generated tokens of finished requests.",

@@ -1,10 +1,14 @@
-"""Build a configured paho-mqtt 2.x client and MQTT 5 publish properties from the settings."""
+"""Build a configured paho-mqtt 2.x client from the settings: the broker secrets (absolute paths or
+systemd credentials), the TLS context, the client itself, and MQTT 5 publish properties."""
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -12,10 +16,75 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edged.mqtt.credentials import read_password
+from edged.errors import ConfigError
 from edged.mqtt.publishing import StatusMessage
 from edged.mqtt.settings import MqttSettings
-from edged.mqtt.tls import build_tls_context
+
+MAX_PASSWORD_BYTES = 65535  # the MQTT password field is a 2-byte-length binary string
+
+
+def resolve_credential_path(path: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """An absolute ``path`` as it is; a relative one inside ``$CREDENTIALS_DIRECTORY``.
+
+    systemd sets ``CREDENTIALS_DIRECTORY`` for a unit with ``LoadCredential=`` or
+    ``SetCredentialEncrypted=``; the files there are readable only by the service.
+    """
+    if path.is_absolute():
+        return path
+    env = os.environ if environ is None else environ
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(
+            f"{path} is a relative path, which names a systemd credential, but "
+            "$CREDENTIALS_DIRECTORY is not set; use an absolute path or LoadCredential="
+        )
+    return Path(directory) / path
+
+
+def read_password(path: Path, environ: Mapping[str, str] | None = None) -> str:
+    """The password in the file: UTF-8, one trailing newline removed, not empty."""
+    resolved = resolve_credential_path(path, environ)
+    try:
+        raw = resolved.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the MQTT password file {resolved}: {exc.strerror}") from exc
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if not raw:
+        raise ConfigError(f"the MQTT password file {resolved} is empty")
+    if len(raw) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"the MQTT password file {resolved} is longer than {MAX_PASSWORD_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the MQTT password file {resolved} is not UTF-8") from exc
+
+
+def build_tls_context(settings: MqttSettings, environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A context that verifies the broker (certificate and host name) and may present a client cert.
+
+    TLS 1.2 is the floor: mosquitto 2.0 on Debian 12 offers 1.2 and 1.3.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.tls_ca_file is not None:
+        ca_file = resolve_credential_path(settings.tls_ca_file, environ)
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the MQTT CA file {ca_file}: {exc}") from exc
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        cert_file = resolve_credential_path(settings.tls_cert_file, environ)
+        key_file = resolve_credential_path(settings.tls_key_file, environ)
+        try:
+            context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+        except (OSError, ssl.SSLError) as exc:
+            # The message names files only; OpenSSL errors here never contain key bytes.
+            raise ConfigError(f"cannot load the MQTT client certificate {cert_file} / key {key_file}: {exc}") from exc
+    return context
+
 
 logger = structlog.get_logger(__name__)
 

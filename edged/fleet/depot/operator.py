@@ -12,20 +12,21 @@ from typing import Any, Final
 from edged.errors import ConfigError, TransportError, UpdateError
 from edged import atomic
 from edged.fleet import dsse
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
-from edged.fleet.messages import (
-    UpdateStateReport,
-    channel_offer_topic,
-    device_of_state_topic,
-    fleet_update_state_filter,
-    group_offer_topic,
-    parse_state,
-)
+from edged.fleet.messages import UpdateStateReport, parse_state
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
-from edged.transports.topics import DeviceTopics, fleet_status_filter
+from edged.topics import (
+    DeviceTopics,
+    channel_offer_topic,
+    device_of_state_topic,
+    device_of_status_topic,
+    fleet_status_filter,
+    fleet_update_state_filter,
+    group_offer_topic,
+)
 
 CONNECT_TIMEOUT_S: Final = 15.0
 INBOX_MAX: Final = 10_000
@@ -141,7 +142,7 @@ class UpdateBoard:
             entry = self.devices.setdefault(device_id, DeviceUpdates(device_id))
             entry.report = report
         else:
-            device_id = _device_of_status(self.prefix, message.topic)
+            device_id = device_of_status_topic(self.prefix, message.topic)
             if device_id is None or (self.only and device_id not in self.only):
                 return None
             try:
@@ -174,12 +175,6 @@ def _reached(entry: DeviceUpdates | None, states: set[str], version: int | None)
     return version is None or (report.release is not None and report.release.version == version)
 
 
-def _device_of_status(prefix: str, topic: str) -> str | None:
-    head, tail = f"{prefix}/", "/status"
-    if not (topic.startswith(head) and topic.endswith(tail)):
-        return None
-    device_id = topic[len(head) : -len(tail)]
-    return device_id if device_id and "/" not in device_id else None
 
 
 def subscribe_board(settings: MqttSettings, board: UpdateBoard, client_id: str) -> tuple[MqttLink, queue.Queue[Any]]:

@@ -11,13 +11,13 @@ from typing import Any, Iterator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edged.crypto.client import PrekeyInfo, SealedRequest, verify_prekey_record
-from edged.crypto.topics import normalise_prefix
-from edged.client import event_of
+from edged.crypto.response_topic import normalise_prefix
+from edged.clients.socket import event_of
 from edged.errors import EdgedError, TransportError
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 
 class SealedMqttClient:

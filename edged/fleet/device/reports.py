@@ -7,9 +7,9 @@ from pathlib import Path
 
 import structlog
 
-from edged.fleet.journal import Journal, UpdateRecord
+from edged.fleet.device.journal import Journal, UpdateRecord
 from edged.fleet.messages import ActiveModel, ReleaseRef, UpdateStateReport
-from edged.fleet.slots import Slots
+from edged.fleet.device.slots import Slots
 from edged.mqtt.feature import LinkPort
 
 logger = structlog.get_logger(__name__)

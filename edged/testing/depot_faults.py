@@ -15,7 +15,7 @@ from edged.validation import StrictModel
 
 # e.g. EDGED_TEST_DEPOT_FAULTS="drop=0.05,dup=0.05,reorder=0.1,garble=0.05,truncate=0.02,stale=0.05,seed=7":
 # each number is a probability per chunk. Not `EDGED_*`: the daemon reads those as config overrides.
-FAULTS_ENV: Final = "EDGED_TEST_DEPOT_FAULTS"
+FAULTS_ENV: Final = "EDGED_TEST_DEPOT_FAULTS"  # see edged/testing: the one seam for test hooks
 
 
 class FaultPlan(StrictModel):

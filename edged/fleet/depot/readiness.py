@@ -13,10 +13,10 @@ import queue
 import time
 from typing import Any, Final
 
-from edged.fleet.operator import connect
+from edged.fleet.depot.operator import connect
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.settings import MqttSettings
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics
 
 RETAINED_WAIT_S: Final = 2.0  # a retained message arrives right after the SUBACK; none after this means none
 

@@ -13,12 +13,12 @@ import structlog
 from edged.engines import create_engine
 from edged.engines.base import Engine
 from edged.errors import Busy, EngineError, RequestError, UpdateError
-from edged.fleet.journal import Journal, SlotPointer, Step, UpdateRecord
+from edged.fleet.device.journal import Journal, SlotPointer, Step, UpdateRecord
 from edged.fleet.manifest import ReleaseManifest
-from edged.fleet.partial import PartialDownload, verify_file
+from edged.fleet.device.partial import PartialDownload, verify_file
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.slots import Slots
-from edged.fleet.transfer import ChunkTransfer, Gate, Receive, SendPull
+from edged.fleet.device.slots import Slots
+from edged.fleet.device.transfer import ChunkTransfer, Gate, Receive, SendPull
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent
 from edged.ports import ModelCorePort
 

@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from edged.errors import TransportError
-from edged.fleet.catalog import ReleaseCatalog
-from edged.fleet.depot import Depot
-from edged.fleet.keystore import OperatorKeys
+from edged.fleet.depot.catalog import ReleaseCatalog
+from edged.fleet.depot.depot import Depot
+from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import MAX_CHUNK_SIZE, Artifact, ReleaseManifest
-from edged.fleet.messages import PullRequest, pull_topic
-from edged.fleet.partial import PartialDownload
+from edged.fleet.messages import PullRequest
+from edged.fleet.device.partial import PartialDownload
 from edged.fleet.settings import UpdateSettings
-from edged.fleet.transfer import ChunkInbox, ChunkTransfer
+from edged.fleet.device.transfer import ChunkInbox, ChunkTransfer
 from edged.fleet.trust import utc_now
 from edged.mqtt.link import MqttLink
 from edged.mqtt.settings import MqttSettings
-from edged.transports.topics import DeviceTopics
+from edged.topics import DeviceTopics, pull_topic
 
 CONNECT_TIMEOUT_S = 15.0
 WRITE_BLOCK = 4 * 1024 * 1024

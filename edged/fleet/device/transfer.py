@@ -13,7 +13,7 @@ import structlog
 
 from edged.errors import UpdateError
 from edged.fleet.messages import KIND_ERROR, ChunkFrame, PullRequest, parse_chunk
-from edged.fleet.partial import PartialDownload
+from edged.fleet.device.partial import PartialDownload
 from edged.fleet.settings import UpdateSettings
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 

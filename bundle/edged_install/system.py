@@ -1,0 +1,124 @@
+"""What the installer adds outside /opt/edged: the group, the config, the unit, and the record of it all.
+
+Every path is taken inside ``root`` (``/`` on the device, the image's root with --root). The
+record (/opt/edged/install.json) lets --uninstall remove exactly what was added and keep what an
+operator changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+PREFIX = "/opt/edged"
+VENV = f"{PREFIX}/.venv"
+CONFIG = "/etc/edged/edged.toml"
+PROFILES = "/etc/edged/profiles"
+UNIT = "/etc/systemd/system/edged.service"
+WANTS = "/etc/systemd/system/multi-user.target.wants/edged.service"
+DOC = "/usr/share/doc/edged"
+RECORD = f"{PREFIX}/install.json"
+GROUP = "edged"
+
+
+def inside(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def group_exists(root: Path) -> bool:
+    try:
+        lines = inside(root, "/etc/group").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return any(line.split(":", 1)[0] == GROUP for line in lines)
+
+
+def add_group(root: Path) -> None:
+    # --prefix edits the root's files without chroot, so no binary of the target runs.
+    prefix = [] if root == Path("/") else ["--prefix", str(root)]
+    command = ["groupadd", *prefix, "--system", GROUP]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise OSError("groupadd not found (Debian: apt-get install passwd)") from None
+    except subprocess.CalledProcessError as exc:
+        raise OSError(f"groupadd failed: {exc.stderr.strip()}") from None
+
+
+def remove_group(root: Path) -> None:
+    command = ["groupdel", GROUP] if root == Path("/") else ["groupdel", "--prefix", str(root), GROUP]
+    subprocess.run(command, check=False, capture_output=True)
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.new")
+    temporary.write_bytes(data)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def install_profiles(root: Path, source: Path) -> list[str]:
+    """Copy the shipped profiles that are not there yet; edited ones stay as the operator left them."""
+    added = []
+    for profile in sorted(source.glob("*.toml")):
+        target = inside(root, f"{PROFILES}/{profile.name}")
+        if not target.exists():
+            write_file(target, profile.read_bytes(), 0o644)
+            added.append(profile.name)
+    return added
+
+
+def enable_unit(root: Path, unit_text: bytes) -> None:
+    """What `systemctl enable` does for WantedBy=multi-user.target, without needing systemctl in the root."""
+    write_file(inside(root, UNIT), unit_text, 0o644)
+    wants = inside(root, WANTS)
+    wants.parent.mkdir(parents=True, exist_ok=True)
+    if wants.is_symlink() or wants.exists():
+        wants.unlink()
+    os.symlink(UNIT, wants)
+
+
+def disable_unit(root: Path) -> None:
+    for path in (WANTS, UNIT):
+        target = inside(root, path)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+
+
+def systemd_running(root: Path) -> bool:
+    """sd_booted(3): systemd is PID 1 of the machine being installed (never for an image root)."""
+    return root == Path("/") and Path("/run/systemd/system").is_dir()
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl", *args], check=False, capture_output=True, text=True)
+
+
+def read_record(root: Path) -> dict:
+    try:
+        return json.loads(inside(root, RECORD).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_record(root: Path, record: dict) -> None:
+    write_file(inside(root, RECORD), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+
+
+def remove_tree(path: Path) -> bool:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return True
+    if path.is_dir():
+        shutil.rmtree(path)
+        return True
+    return False

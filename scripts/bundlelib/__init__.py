@@ -1,0 +1,1 @@
+"""scripts/bundle's parts: target wheels, the reproducible archive."""
