@@ -14,7 +14,7 @@ from typing import Any
 
 from edged.clients.socket import SocketClient
 from edged.errors import TransportError
-from tests.slowdown import scaled
+from tests.slowdown import daemon_env, scaled
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ class DaemonProcess:
         self.state_dir = workdir / "state"
         self.log_path = workdir / "edged.log"
         self.args = args
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **daemon_env(), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = LogFollower()
         self._started_at_line = 0

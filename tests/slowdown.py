@@ -27,3 +27,12 @@ SCALE = _scale()
 def scaled(seconds: float) -> float:
     """A deadline of `seconds` on a native machine, for this run."""
     return seconds * SCALE
+
+
+def daemon_env() -> dict[str, str]:
+    """Environment for `edged serve` in tests: under emulation its default request deadline (120 s)
+    stretches too, up to the 600 s largest deadline, so queued requests are not cut short. A test's
+    own env (or a request's own deadline) still wins."""
+    if SCALE == 1:
+        return {}
+    return {"EDGED_LIMITS__DEFAULT_DEADLINE_MS": str(int(min(scaled(120_000), 600_000)))}

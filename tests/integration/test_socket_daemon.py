@@ -18,6 +18,7 @@ from edged.clients.socket import RemoteError, SocketClient
 from edged.errors import TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, encode_frame, encode_json
 from tests.profiles import profile_toml, profiles_dir
+from tests.slowdown import scaled
 
 pytestmark = pytest.mark.slow  # starts a daemon or loads a model
 
@@ -66,7 +67,7 @@ def test_two_concurrent_clients_both_answered(daemon):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(scaled(120))
     assert sorted(answers) == [0, 1] and all(a.strip() for a in answers.values())
 
 
