@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from typing import Any, Awaitable, Callable
 
 from edged.job import Job
@@ -48,3 +49,24 @@ async def relay_events(job: Job, model: str, send: Send, min_interval_s: float =
         if isinstance(event, ErrorEvent):
             await send(error_object(event.code, event.message), True, True)
             return event.code
+
+
+async def answer_unless_hung_up(job: Job, closed: asyncio.Event, answer: Coroutine[Any, Any, Any], who: str) -> None:
+    """Run ``answer`` (the relay of ``job``) until it ends or ``closed`` is set; a hang-up cancels the job.
+
+    The core stops generating at the next token, so a client that goes away frees the model at once.
+    """
+    hangup = asyncio.create_task(closed.wait(), name=f"{who}-hangup-{job.request_id}")
+    reply = asyncio.create_task(answer, name=f"{who}-reply-{job.request_id}")
+    try:
+        done, _ = await asyncio.wait({hangup, reply}, return_when=asyncio.FIRST_COMPLETED)
+        if reply not in done:
+            job.cancel("client disconnected")
+            raise ConnectionResetError(f"{who} client went away mid-answer")
+        reply.result()
+    finally:
+        for task in (hangup, reply):
+            task.cancel()
+        await asyncio.gather(hangup, reply, return_exceptions=True)
+        if not job.finished:
+            job.cancel("client disconnected")

@@ -18,7 +18,7 @@ from edged.transports.framing import (KIND_CONTROL, KIND_JSON, KIND_SEALED, enco
 from edged.transports.peer import Peer, peer_of_socket, plaintext_allowed
 from edged.job import Job
 from edged.ports import CorePort, GatewayPort
-from edged.transports.relay import Send, relay_events
+from edged.transports.relay import Send, answer_unless_hung_up, relay_events
 from edged.topics import LOCAL_TOPIC
 from edged.transports.socket_file import remove_stale_socket
 
@@ -250,17 +250,4 @@ class UnixSocketTransport:
 
     async def _stream(self, closed: asyncio.Event, job: Job, send: Send) -> None:
         """Relay the job's events; if the client hangs up first, cancel the request at the next token."""
-        hangup = asyncio.create_task(closed.wait(), name=f"hangup-{job.request_id}")
-        relay = asyncio.create_task(relay_events(job, self.control.model_name(), send), name=f"relay-{job.request_id}")
-        try:
-            done, _ = await asyncio.wait({hangup, relay}, return_when=asyncio.FIRST_COMPLETED)
-            if relay not in done:
-                job.cancel("client disconnected")
-                raise ConnectionResetError("client went away mid-request")
-            relay.result()
-        finally:
-            for task in (hangup, relay):
-                task.cancel()
-            await asyncio.gather(hangup, relay, return_exceptions=True)
-            if not job.finished:
-                job.cancel("client disconnected")
+        await answer_unless_hung_up(job, closed, relay_events(job, self.control.model_name(), send), "unix")

@@ -32,6 +32,7 @@ from edged.messages import Event as CoreEvent
 from edged.ports import CorePort
 from edged.transports.socket_file import bind_unix_socket
 from edged.transports.peer import peer_of_socket
+from edged.transports.relay import answer_unless_hung_up
 from edged.transports.wyoming_uri import parse_wyoming_uri
 from edged.transports.wyoming_wire import MAX_HEADER_BYTES, ModelFacts, info_event, read_event, transcript_text
 
@@ -137,20 +138,7 @@ class WyomingConnection(AsyncEventHandler):
         except RequestError as exc:
             await self.write_event(NotHandled(text=exc.message, context=context).event())
             return
-        hangup = asyncio.create_task(self._closed.wait(), name=f"wyoming-hangup-{job.request_id}")
-        reply = asyncio.create_task(self._reply(job, context), name=f"wyoming-reply-{job.request_id}")
-        try:
-            done, _ = await asyncio.wait({hangup, reply}, return_when=asyncio.FIRST_COMPLETED)
-            if reply not in done:
-                job.cancel("client disconnected")
-                raise ConnectionResetError("voice client went away mid-answer")
-            reply.result()
-        finally:
-            for task in (hangup, reply):
-                task.cancel()
-            await asyncio.gather(hangup, reply, return_exceptions=True)
-            if not job.finished:
-                job.cancel("client disconnected")
+        await answer_unless_hung_up(job, self._closed, self._reply(job, context), "wyoming")
 
     async def _reply(self, job: Job, context: dict[str, Any] | None) -> None:
         streaming = self._settings.streaming
