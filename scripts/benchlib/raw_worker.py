@@ -8,6 +8,7 @@ stdin with one result line on stdout, until stdin closes. llama.cpp's own loggin
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import sys
 import time
@@ -54,7 +55,13 @@ def main() -> int:
     args = parse_args()
     started = time.perf_counter()
     from llama_cpp import Llama  # noqa: PLC0415  (import time is reported separately)
+    from llama_cpp import llama_cpp as bindings  # noqa: PLC0415
 
+    # A portable build (run-time CPU dispatch) has its CPU kernels in variant modules that every user of
+    # the bindings must load once, as edged's engine does; the high-level API does not do it by itself.
+    lib_dir = str(bindings._base_path).encode()
+    bindings._lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    bindings._lib.ggml_backend_load_all_from_path(lib_dir)
     imported = time.perf_counter()
     llm = Llama(model_path=args.model, n_threads=args.threads, n_threads_batch=args.threads,
                 n_ctx=args.context, n_batch=args.batch, n_ubatch=args.batch, use_mmap=not args.no_mmap,
