@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,22 @@ class DeviceControl:
         self._configured_model = configured_model
         self._events = events
         self._started_at = time.monotonic() if started_at is None else started_at
+        self._status_sections: dict[str, Callable[[], dict[str, Any]]] = {}
         events.reload.connect(self.reload_profiles)
+
+    def add_status_section(self, name: str, provider: Callable[[], dict[str, Any]]) -> None:
+        """A part (the MQTT link, ...) adds its own counters to the status under ``name``."""
+        self._status_sections[name] = provider
+
+    def _sections(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {}
+        for name, provider in self._status_sections.items():
+            try:
+                sections[name] = provider()
+            except Exception as exc:  # a broken part must not take the status (and the watchdog's view) down
+                logger.warning("status section could not be read", section=name, error=repr(exc))
+                sections[name] = {"error": repr(exc)}
+        return sections
 
     # ---- questions -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -55,7 +71,7 @@ class DeviceControl:
                 "profile_reason": self.governor.reason, "profile_overrides": self.governor.overrides(),
                 "energy": {"total_j": round(self._energy.total_j, 3), "counters": self._energy.counters()},
                 "sealed_rejects": dict(self._gateway.rejects),
-                "listener_errors": dict(self._events.listener_errors)}
+                "listener_errors": dict(self._events.listener_errors), **self._sections()}
 
     def describe(self) -> dict[str, Any]:
         """The model and profile, for the retained MQTT birth status."""

@@ -65,6 +65,8 @@ class MqttSession:
         self.link = MqttLink(self._settings, client_id=f"edged-{config.device_id}", will=self.presence.next_will,
                              on_connect=self._connected, on_disconnect=self._disconnected,
                              max_packet_bytes=max_inbound_packet(config.e2e.max_request_bytes))
+        link = self.link
+        self._control.add_status_section("mqtt", lambda: {"connected": link.is_connected, **link.counters.snapshot()})
         features: list[MqttFeature] = [self.presence, self.requests, self.commands]
         self._events.prekey_rotated.connect(self.presence.publish_prekey)
         self._events.profile_changed.connect(lambda name, reason: self.presence.birth(), name="Presence.birth")

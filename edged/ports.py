@@ -8,6 +8,7 @@ typed against these, never against the concrete classes, so they can be read and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,6 +78,7 @@ class ControlPort(Protocol):
     def prekey_reply(self) -> dict[str, str]: ...
     def prekey_record(self) -> bytes: ...
     def model_name(self) -> str: ...
+    def add_status_section(self, name: str, provider: Callable[[], dict[str, Any]]) -> None: ...
 
 
 class UpdateControlPort(Protocol):
