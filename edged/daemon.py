@@ -22,7 +22,9 @@ from edged.errors import ConfigError, EdgedError
 from edged.events import Events
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
 from edged.systemd import Notifier
+from edged.messages import ChatRequest
 from edged.transports.unix import UnixSocketTransport
+from edged.validation import prebuild
 
 if TYPE_CHECKING:
     from edged.http_service import HttpService
@@ -143,6 +145,7 @@ class Daemon:
         self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
         model_loading = self._model_loading = asyncio.create_task(self.core.start(), name="model-load")
+        await asyncio.sleep(0)  # the load is handed to the worker thread before the imports below run
         from edged.crypto.gateway import SealedGateway
 
         self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
@@ -179,6 +182,7 @@ class Daemon:
             self.wyoming = WyomingTransport(self.config.wyoming, self.core,
                                             lambda: model_facts(self.worker.info, control.model_name()))
             await self.wyoming.start()
+        prebuild(ChatRequest)  # the first request's validator, built while the model loads
         await model_loading  # the birth message on MQTT announces the loaded model
         if self.config.mqtt is not None:
             from edged.mqtt_session import MqttSession

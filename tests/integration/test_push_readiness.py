@@ -43,7 +43,7 @@ def push(broker_url: str, device: str, manifest: Path) -> subprocess.CompletedPr
 
 def status_of(broker_url: str, device: str) -> dict[str, object]:
     from edged.fleet.depot.readiness import retained_status
-    from edged.mqtt import MqttSettings
+    from edged.mqtt.settings import MqttSettings
 
     status = retained_status(MqttSettings(url=broker_url), device, wait_s=10)
     assert status is not None
