@@ -79,7 +79,7 @@ class InstallGate:
                  clock: LocalClock = system_local_now) -> None:
         self.policy = policy
         self._state = state
-        self._clock = clock
+        self.clock = clock  # tests set a fake
         self._wake = asyncio.Event()
         self.waiting: Deferral | None = None  # set while an update is held; a newer offer may supersede it
 
@@ -89,7 +89,7 @@ class InstallGate:
             self._wake.set()
 
     def decision(self) -> Deferral | None:
-        return decide(self.policy, self._clock(), self._state())
+        return decide(self.policy, self.clock(), self._state())
 
     async def wait(self, record: UpdateRecord, report: Report) -> None:
         """Return once ``record`` may be installed; report ``deferred`` whenever the reason or detail changes."""
