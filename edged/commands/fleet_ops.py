@@ -16,8 +16,8 @@ from typing import Any, Final
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
 from edged.errors import ConfigError
 
-STATES: Final = ("idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back",
-                 "failed")
+STATES: Final = ("idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected",
+                 "rolled_back", "failed")
 SETTLE_S: Final = 0.5  # --once: retained messages arrive right after subscribing; this much quiet means all came
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 

@@ -109,7 +109,8 @@ def test_install_when_idle_waits_for_a_long_answer(make_daemon, tmp_path, broker
         client.close()  # the client hangs up: the request ends, request_finished wakes the install
         probe.wait_for(state_is("active", 1), "active once idle", timeout=120, watch=daemon)
     lines = daemon.log_lines()
-    ended = next(i for i, line in enumerate(lines) if line.get("event") == "request" and line.get("peer") != "health-check")
+    ended = next(i for i, line in enumerate(lines) if line.get("event") == "request")
+    assert lines[ended]["outcome"] == "cancelled" and lines[ended]["peer"] != "health-check"
     staged = next(i for i, line in enumerate(lines) if line.get("event") == "update step" and line.get("step") == "staged")
     assert ended < staged
     assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")

@@ -10,7 +10,6 @@ import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from edged.config import RequestLimits
@@ -19,7 +18,7 @@ from edged.engines.base import GenerationResult, SamplingParams, TokenSink
 from edged.engines.worker import ModelWorker
 from edged.fleet.device.journal import Journal
 from edged.fleet.device.service import UpdateService
-from edged.fleet.device.slots import Slots
+from edged.fleet.device.slots import Slots, resolve_active_model
 from edged.fleet.settings import UpdateSettings
 from edged.messages import ChatMessage, ChatRequest
 from tests.fakes import FixedEnergy, make_profile
@@ -228,7 +227,39 @@ def test_a_newer_offer_supersedes_a_deferred_install(fleet):
     assert Slots(fleet.state_dir).read_pointer().version == 2
 
 
-def test_no_policy_installs_at_once(fleet, tmp_path: Path):
+def test_a_restart_between_the_switch_and_its_journal_entry_is_held_by_the_window_too(fleet):
+    """Killed after the pointer switched but before `switched` was journaled: the start repairs the pointer,
+    and outside the window the staged release waits like a downloaded one."""
+    clock = Clock("03:00")
+
+    async def first_life():
+        service, link = await started(fleet, WINDOW, clock)
+        service._pause_at = "switched"  # the test hook: stop right before the journal says switched
+        link.offer(fleet.release(1))
+        while Slots(fleet.state_dir).read_pointer() is None:
+            await asyncio.sleep(0.01)
+        await stop(service)
+
+    async def second_life():
+        clock.set("06:00")
+        service, link = await started(fleet, WINDOW, clock)
+        deferred = await state_reached(link, lambda s: s.state == "deferred")
+        serving = service.core.status()["model"]["path"]
+        clock.set("02:00")
+        service.install_gate.recheck()
+        await state_reached(link, is_active(1))
+        await stop(service)
+        return deferred, serving
+
+    run(first_life())
+    assert Journal(fleet.state_dir).load().update.step == "staged"
+    assert resolve_active_model(fleet.state_dir) is None  # the daemon's start: back to the configured model
+    deferred, serving = run(second_life())
+    assert deferred.step == "staged" and deferred.reason == "install_window" and serving == str(fleet.configured)
+    assert Slots(fleet.state_dir).read_pointer().version == 1
+
+
+def test_no_policy_installs_at_once(fleet):
     async def main():
         service, link = await started(fleet, SETTINGS, Clock("01:00"))
         link.offer(fleet.release(1))

@@ -32,7 +32,7 @@ LocalClock = Callable[[], datetime]
 
 
 def system_local_now() -> datetime:
-    """Now, aware, in the system's local time zone (what ``TZ`` or /etc/localtime says, re-read by libc)."""
+    """Now, aware, in the system's local time zone (``TZ``, else /etc/localtime, as libc read it at start)."""
     return datetime.now().astimezone()
 
 
