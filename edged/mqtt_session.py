@@ -116,7 +116,8 @@ class MqttSession:
             return {"enabled": False}
         synchronised = clock_synchronised()
         return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
-                "blocked_by_clock": not synchronised and updates.clock_policy == "reject"}
+                "blocked_by_clock": not synchronised and updates.clock_policy == "reject",
+                "install_window": updates.install_window, "install_when": updates.install_when}
 
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()

@@ -92,8 +92,9 @@ def test_outside_the_window_the_download_finishes_and_the_install_waits(fleet):
         return deferred, waiting, reports_while_shut, path
 
     deferred, (step, pointer, serving, states), reports, path = run(main())
-    assert deferred.reason == "install_window" and deferred.detail == "installs after 02:00 local time (window 02:00-05:00)"
-    assert deferred.release.version == 1 and deferred.step == "downloaded" and deferred.label() == "deferred (install_window)"
+    assert deferred.reason == "install_window" and deferred.label() == "deferred (install_window)"
+    assert deferred.detail == "installs after 02:00 local time (window 02:00-05:00)"
+    assert deferred.release.version == 1 and deferred.step == "downloaded"
     assert step == "downloaded" and pointer is None and serving == str(fleet.configured)
     assert states.index("verifying") < states.index("deferred") and "installing" not in states
     assert reports == 1

@@ -123,7 +123,8 @@ STATES = [InstallState(busy=busy, profile="parked" if parked else "balanced", pa
 @pytest.mark.parametrize("when", ["any", "idle", "parked"])
 @pytest.mark.parametrize("window", [None, "02:00-05:00", "22:00-05:00"])
 @pytest.mark.parametrize("clock", ["01:00", "03:00", "23:00"])
-@pytest.mark.parametrize("state", STATES, ids=lambda s: f"busy={s.busy},parked={s.parked},allows={s.profile_allows_installs}")
+@pytest.mark.parametrize("state", STATES,
+                         ids=lambda s: f"busy={s.busy},parked={s.parked},allows={s.profile_allows_installs}")
 def test_every_combination_decides_by_the_first_reason_that_holds(when, window, clock, state):
     policy = InstallPolicy(parse_window(window) if window else None, when)  # type: ignore[arg-type]
     now = at(clock)
