@@ -81,8 +81,13 @@ def test_outside_the_window_the_download_finishes_and_the_install_waits(fleet):
         deferred = await state_reached(link, lambda s: s.state == "deferred")
         waiting = (Journal(fleet.state_dir).load().update.step, Slots(fleet.state_dir).read_pointer(),
                    service.core.status()["model"]["path"], [s.state for s in link.states()])
+        looks: list[int] = []
+        state = service.install_gate._state
+        service.install_gate._state = lambda: (looks.append(1), state())[1]
+        await asyncio.sleep(0.3)  # deferred: the gate sleeps (no polling), so it does not look at all
         service.install_gate.recheck()  # something woke it, but the window is still shut: no second report
         await asyncio.sleep(0.05)
+        assert len(looks) == 1
         reports_while_shut = sum(1 for s in link.states() if s.state == "deferred")
         clock.set("02:00")
         service.install_gate.recheck()  # what SIGHUP does; the timer would wake it at 02:00:00.5 by itself
