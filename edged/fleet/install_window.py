@@ -15,7 +15,6 @@ from typing import Final
 
 MAX_WINDOW_TEXT: Final = 32
 _WINDOW: Final = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
-MINUTES_PER_DAY: Final = 24 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class InstallWindow:
         if self.contains(now):
             return 0.0
         opening = time(self.start // 60, self.start % 60)
-        for days in (0, 1, 2):  # 2: a DST jump can make today's opening a moment ago
+        for days in (0, 1, 2):  # today's opening, else tomorrow's; the third day is only a guard
             candidate = datetime.combine(now.date() + timedelta(days=days), opening, tzinfo=now.tzinfo)
             # Subtract in UTC: aware datetimes of one zone subtract as wall times, which is wrong across DST.
             left = (candidate.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
