@@ -116,3 +116,25 @@ def test_install_when_idle_waits_for_a_long_answer(make_daemon, tmp_path, broker
     assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")
     assert ask(daemon).strip()
     assert daemon.stop() == 0
+
+
+def test_install_when_parked_waits_for_the_parked_profile(make_daemon, broker, operator, depot, demo_model):
+    """Downloaded while driving (balanced), installed once the parked profile is active (here pinned by hand,
+    as `edged profile set parked` does; the governor picks it when the ignition goes off)."""
+    device = "car-1"
+    envelope = operator.sign("car", 1)
+    daemon = provisioned(make_daemon, operator, device, device_env(broker, install_when="parked"))
+    daemon.args = ("--profile", "balanced", *daemon.args)
+    with Probe(settings(broker), f"edged/{device}/update/state") as probe:
+        daemon.start()
+        push(settings(broker), f"edged/{device}/update/offer", envelope)
+        deferred = parse_state(probe.wait_for(state_is("deferred", 1, "not_parked"), "deferred (not_parked)",
+                                              timeout=120, watch=daemon).payload)
+        assert deferred.detail == "installs once parked (ignition off); profile now balanced"
+        assert model_path(daemon) == str(demo_model)
+        with daemon.client() as client:
+            assert client.control("profile", set="parked")["profile"] == "parked"  # profile_changed wakes it
+        probe.wait_for(state_is("active", 1), "active once parked", timeout=120, watch=daemon)
+    assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2.gguf")
+    assert daemon.status()["profile"] == "parked"
+    assert daemon.stop() == 0
