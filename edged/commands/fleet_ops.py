@@ -16,8 +16,8 @@ from typing import Any, Final
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
 from edged.errors import ConfigError
 
-STATES: Final = ("idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back",
-                 "failed")
+STATES: Final = ("idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected",
+                 "rolled_back", "failed")
 SETTLE_S: Final = 0.5  # --once: retained messages arrive right after subscribing; this much quiet means all came
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -48,14 +48,16 @@ examples:
 """
 STATUS_EPILOG = """\
 Reads the retained <prefix>/+/update/state and <prefix>/+/status topics: each device's update state
-(idle, downloading (pct), paused, verifying, installing, active, rejected (reason),
-rolled_back (reason), failed (reason)), the release it concerns and the model it serves.
+(idle, downloading (pct), paused, verifying, deferred (reason: downloaded, waiting for its install
+window or policy), installing, active, rejected (reason), rolled_back (reason), failed (reason)),
+the release it concerns and the model it serves.
 
 examples:
   edged fleet status --mqtt mqtt://broker.local:1883 --once
   edged fleet status --mqtt mqtt://broker.local:1883 --json --timeout 60 > rollout.jsonl
   edged fleet status --mqtt mqtt://broker.local:1883 --device pi-1 --device pi-2 --until active \\
       --version 7 --timeout 900
+  edged fleet status --mqtt mqtt://broker.local:1883 --until deferred,active --version 7 --timeout 3600
 """
 
 

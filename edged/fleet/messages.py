@@ -119,7 +119,8 @@ def parse_chunk(payload: bytes) -> ChunkFrame:
 
 
 UpdatePhase = Literal[
-    "idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back", "failed"
+    "idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected", "rolled_back",
+    "failed"
 ]
 
 
@@ -141,7 +142,8 @@ class UpdateStateReport(StrictModel):
 
     device_id: str = Field(max_length=128, description="the device")
     state: UpdatePhase = Field(description="what the device is doing or what happened last")
-    reason: str | None = Field(default=None, max_length=64, description="machine word for rejected/failed/rolled_back")
+    reason: str | None = Field(default=None, max_length=64,
+                               description="machine word for paused/deferred/rejected/failed/rolled_back")
     detail: str | None = Field(default=None, max_length=300, description="one line for people")
     release: ReleaseRef | None = Field(default=None, description="the release this state is about")
     step: str | None = Field(default=None, max_length=32, description="the journal step of that release")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from edged.fleet.install_window import MAX_WINDOW_TEXT, InstallWindow, parse_window
 from edged.fleet.manifest import GIB, ArtifactLimits, FleetMembership, Name
 from edged.crypto.clock import UpdateClockPolicy, update_clock_policy
 from edged.fleet.trust import ExpiryClock
@@ -19,6 +20,8 @@ DEFAULT_MAX_RETRIES = 8  # per chunk; past that the depot is gone and the downlo
 DEFAULT_RETRY_AFTER_S = 300.0  # a failed download is tried again after this long (or on the next offer)
 DEFAULT_PROGRESS_S = 2.0  # retained progress reports at most this often: a fleet of them is broker load
 DEFAULT_SYNC_BYTES = 8 * 1024 * 1024  # fsync data, then the bitmap, every 8 MiB: bounds work lost on power cut
+
+InstallWhen = Literal["any", "idle", "parked"]
 
 
 class UpdateSettings(StrictModel):
@@ -78,6 +81,25 @@ class UpdateSettings(StrictModel):
     health_timeout_s: int = Field(
         default=120, ge=1, le=3600, description="health-check time (load plus answer) when the manifest sets none"
     )
+
+    install_window: str | None = Field(
+        default=None, max_length=MAX_WINDOW_TEXT,
+        description="local times HH:MM-HH:MM (may cross midnight, e.g. 22:00-05:00) when a downloaded release "
+        "may be installed; absent = at any time. Downloads go on outside it",
+    )
+    install_when: InstallWhen = Field(
+        default="any",
+        description="'any'; 'idle': no request in flight or queued; 'parked': the governor's parked profile "
+        "(ignition_off_profile) is active. Checked with install_window before each install",
+    )
+
+    @field_validator("install_window")
+    @classmethod
+    def _window_parses(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_window(value))
+
+    def window(self) -> InstallWindow | None:
+        return None if self.install_window is None else parse_window(self.install_window)
 
     @model_validator(mode="after")
     def _window_holds_a_request(self) -> Self:

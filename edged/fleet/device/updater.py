@@ -34,6 +34,7 @@ class Reporter(Protocol):
 
 
 PauseHook = Callable[[str], Awaitable[None]]
+InstallHook = Callable[[UpdateRecord], Awaitable[None]]  # returns once the install policy allows it
 ProgressHook = Callable[[UpdateRecord, int, int, str | None], None]
 
 
@@ -46,8 +47,10 @@ class Updater:
 
     def __init__(self, settings: UpdateSettings, journal: Journal, slots: Slots, core: ModelCorePort,
                  report: Reporter, progress: ProgressHook, pause: PauseHook,
-                 engine_factory: Callable[[Path], Engine] = create_engine) -> None:
+                 engine_factory: Callable[[Path], Engine] = create_engine,
+                 before_install: InstallHook | None = None) -> None:
         self.settings = settings
+        self._before_install = before_install
         self._engine_factory = engine_factory
         self.journal = journal
         self.slots = slots
@@ -85,6 +88,8 @@ class Updater:
             await self._pause("downloaded")
             record = self._advance(record, "downloaded")
             resumed = False
+        if record.step in ("downloaded", "staged") and self._before_install is not None:
+            await self._before_install(record)  # the install window and install_when (the journal keeps the step)
         if record.step == "downloaded":
             self._report("installing", record)
             try:
