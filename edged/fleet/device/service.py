@@ -16,6 +16,7 @@ from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
 from edged.fleet.device.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest
+from edged.fleet.device.release_files import slot_entry
 from edged.fleet.device.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.device.slots import Slots
@@ -149,9 +150,6 @@ class UpdateService(MqttFeature):
             self._wake.set()
 
     def _queue(self, manifest: ReleaseManifest, envelope: bytes) -> None:
-        if len(manifest.artifacts) != 1:
-            self.report("rejected", None, reason="artifact", detail="this device installs one model file per release")
-            return
         self._next = (manifest, envelope)
         if self._updater is not None and self._updater.step in CANCELLABLE and self._worker is not None:
             logger.info("update superseded", channel=manifest.channel, version=manifest.version)
@@ -239,7 +237,7 @@ class UpdateService(MqttFeature):
     def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
         pointer = self.slots.read_pointer()
         serving = self.slots.model_path(pointer) if pointer is not None else self.control.configured_model
-        artifact = manifest.artifacts[0]
+        artifact = slot_entry(manifest.artifacts)  # the GGUF file, or the ONNX directory as a whole
         record = UpdateRecord(channel=manifest.channel, version=manifest.version,
                               payload_sha256=payload_sha256(envelope), artifact=artifact,
                               chunk_size=manifest.chunk_size, slot=self.slots.inactive(pointer), previous=pointer,
