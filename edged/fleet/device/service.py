@@ -59,7 +59,7 @@ class UpdateService(MqttFeature):
                                         settings.limits())
         self._pull_topic = pull_topic(topics.prefix, device_id)
         self._pause_at = testing.update_pause_step()  # the one test hook of the device side
-        self.engine_factory = create_engine  # how a model file becomes an engine (tests swap in a fake)
+        self.engine_factory = create_engine  # how a slot's file or directory becomes an engine (tests swap in a fake)
         self._report: StateReporter | None = None  # built at start(): it publishes on the link
         self._wake = asyncio.Event()
         self._next: tuple[ReleaseManifest, bytes] | None = None
