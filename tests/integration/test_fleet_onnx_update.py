@@ -15,6 +15,7 @@ import pytest
 
 from edged.fleet.messages import parse_state
 from edged.fleet.depot.operator import push
+from edged.testing import PAUSE_ENV
 from tests.daemon import DaemonProcess
 from tests.e2e_keys import edged
 from tests.integration.test_fleet_update import (Operator, ask, device_env, model_path, provisioned, settings,
@@ -86,22 +87,41 @@ def test_a_gguf_device_takes_an_onnx_release_and_then_a_gguf_one(make_daemon, br
         assert report.active is not None and (report.active.slot, report.active.model) == ("slot-a", "smollm2-onnx")
         assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(p.name for p in
                                                                    (operator.models / "smollm2-onnx").iterdir())
+        assert daemon.stop() == 0  # a restart starts on what the slot holds, with the engine it needs
+        daemon.log_path.rename(daemon.workdir / "edged.onnx-life.log")
+        daemon.start()
+        assert model_path(daemon) == str(onnx_dir) and daemon.status()["model"]["format"] == "onnx"
         offer(broker, "switch-1", gguf_release)
         probe.wait_for(state_is("active", 2), "GGUF release active", timeout=180, watch=daemon)
     assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-b" / "smollm2.gguf")
     assert daemon.status()["model"]["format"] == "gguf"
     assert ask(daemon).strip()
     models = daemon.state_dir / "models"
-    assert loaded(daemon) == [(str(demo_model), "gguf"), (str(models / "slot-a" / "smollm2-onnx"), "onnx"),
+    assert loaded(daemon) == [(str(models / "slot-a" / "smollm2-onnx"), "onnx"),
                               (str(models / "slot-b" / "smollm2.gguf"), "gguf")]
-    downloads = [line["artifact"] for line in daemon.log_lines() if line.get("event") == "download complete"]
-    assert sorted(downloads[:-1]) == sorted(f"smollm2-onnx/{p.name}" for p in (operator.models /
-                                                                             "smollm2-onnx").iterdir())
+    first_life = (daemon.workdir / "edged.onnx-life.log").read_text()
+    assert first_life.count('"event": "download complete"') == 4  # one per file of the directory
     assert daemon.stop() == 0
-    # The next start serves what the slot holds, with the engine it needs.
-    daemon.log_path.rename(daemon.workdir / "edged.first-life.log")
-    daemon.start()
-    assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-b" / "smollm2.gguf")
+
+
+def test_killed_after_the_download_an_onnx_update_resumes_without_fetching_again(make_daemon, broker, operator,
+                                                                                 depot):
+    """Paused right before the journal records `downloaded` (every file on disk and checked), killed -9."""
+    manifest = release(operator, operator.models / "smollm2-onnx", "resume", 1)
+    daemon = provisioned(make_daemon, operator, "resume-1", {**device_env(broker, PREFIX), PAUSE_ENV: "downloaded"})
+    with Probe(settings(broker, PREFIX), f"{PREFIX}/resume-1/update/state") as probe:
+        daemon.start()
+        offer(broker, "resume-1", manifest)
+        daemon.wait_for_log(lambda line: line.get("event") == "update paused for test", timeout=120)
+        daemon.kill()
+        daemon.log_path.rename(daemon.workdir / "edged.first-life.log")
+        del daemon.env[PAUSE_ENV]
+        daemon.start()
+        probe.wait_for(state_is("active", 1), "finished after restart", timeout=180, watch=daemon)
+    opened = [line for line in daemon.log_lines() if line.get("event") == "download opened"]
+    assert len(opened) == 4 and all(line["on_disk"] == line["chunks"] for line in opened)  # per file, all there
+    assert model_path(daemon) == str(daemon.state_dir / "models" / "slot-a" / "smollm2-onnx")
+    assert ask(daemon).strip()
     assert daemon.stop() == 0
 
 
