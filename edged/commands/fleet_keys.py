@@ -89,7 +89,8 @@ def register(fleet_subparsers: Any) -> None:
     init.add_argument("--expires-days", type=int, default=365, help="trust root lifetime in days (default 365)")
     init.set_defaults(func=cmd_init)
 
-    release = _add_command(fleet_subparsers, "release", "sign a release manifest for a GGUF file or an ONNX directory", RELEASE_EPILOG)
+    release = _add_command(fleet_subparsers, "release", "sign a release manifest for a GGUF file or an ONNX directory",
+                           RELEASE_EPILOG)
     release.add_argument("--dir", type=Path, required=True, help="key directory made by `edged fleet init`")
     release.add_argument("--model", type=Path, required=True, help="the model: a .gguf file or an ONNX model directory")
     release.add_argument("--channel", required=True, help="release channel, e.g. stable")

@@ -66,7 +66,8 @@ def register(fleet_sub: Any) -> None:
                                  epilog=DEPOT_EPILOG, formatter_class=_FORMATTER)
     add_mqtt_arguments(depot)
     depot.add_argument("--dir", type=Path, required=True, help="key directory (KEYS/root.json, KEYS/releases/)")
-    depot.add_argument("--models", type=Path, required=True, help="directory with the released GGUF files and ONNX directories")
+    depot.add_argument("--models", type=Path, required=True,
+                       help="directory with the released GGUF files and ONNX directories")
     depot.add_argument("--share-group", default="depot", help="shared-subscription group (default depot); "
                                                               "'' = a plain subscription (a single depot)")
     depot.add_argument("--workers", type=int, default=2, help="threads reading and publishing chunks (default 2)")

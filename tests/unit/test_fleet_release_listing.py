@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from edged.cli import main as cli_main
 from tests.unit.test_fleet_trust_cli import _run as fleet_command
 from edged.errors import ConfigError, UpdateError
 from edged.fleet.artifacts import layout_of, listing_digest
@@ -128,7 +127,7 @@ def onnx_dir(root: Path) -> Path:
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
     keys = tmp_path / "keys"
-    cli_main(["fleet", "init", "--dir", str(keys), "--root-keys", "1", "--root-threshold", "1"])
+    fleet_command("init", "--dir", str(keys), "--root-keys", "1", "--root-threshold", "1")
     return keys
 
 
