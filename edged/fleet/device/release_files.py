@@ -90,6 +90,7 @@ class ReleaseFiles:
             elif not part.final_path.is_file() or part.final_path.is_symlink():
                 raise UpdateError("state", f"{part.final_path} is missing after the download")
             elif verify:
+                # Killed between this file's rename and the journal write: it was verified before the rename.
                 verify_file(part.final_path, part.artifact)
         if self.layout.kind == "directory" and not (self.entry_path / ONNX_CONFIG_FILE).is_file():
             raise UpdateError("state", f"{self.entry_path} has no {ONNX_CONFIG_FILE} after staging")
