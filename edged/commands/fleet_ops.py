@@ -22,8 +22,9 @@ SETTLE_S: Final = 0.5  # --once: retained messages arrive right after subscribin
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEPOT_EPILOG = """\
-Serves the chunks of every release signed in KEYS/releases/ whose model file is in --models (found
-by SHA-256, the artifact name is tried first). Devices pull: they publish requests on
+Serves the chunks of every release signed in KEYS/releases/ whose model files are in --models (found
+by SHA-256, the artifact name is tried first: copy an ONNX directory in as it is, so that
+--models/<directory>/<file> holds each file of the release). Devices pull: they publish requests on
 <prefix>/<device>/update/pull and the depot answers on <prefix>/<device>/update/chunks. Requests come
 through the MQTT shared subscription $share/<group>/<prefix>/+/update/pull, so start several depots
 with the same --share-group (on one or more machines) and the broker splits the load between them.
@@ -67,7 +68,8 @@ def register(fleet_sub: Any) -> None:
                                  epilog=DEPOT_EPILOG, formatter_class=_FORMATTER)
     add_mqtt_arguments(depot)
     depot.add_argument("--dir", type=Path, required=True, help="key directory (KEYS/root.json, KEYS/releases/)")
-    depot.add_argument("--models", type=Path, required=True, help="directory with the released model files")
+    depot.add_argument("--models", type=Path, required=True,
+                       help="directory with the released GGUF files and ONNX directories")
     depot.add_argument("--share-group", default="depot", help="shared-subscription group (default depot); "
                                                               "'' = a plain subscription (a single depot)")
     depot.add_argument("--workers", type=int, default=2, help="threads reading and publishing chunks (default 2)")

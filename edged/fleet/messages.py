@@ -133,7 +133,7 @@ class ActiveModel(StrictModel):
     """What the device serves now: a slot installed by an update, or the configured model (slot None)."""
 
     slot: str | None = Field(default=None, description="slot-a, slot-b, or None for the configured model")
-    model: str = Field(max_length=256, description="model file name")
+    model: str = Field(max_length=256, description="the GGUF file or ONNX directory name")
     release: ReleaseRef | None = Field(default=None, description="the release that installed it")
 
 

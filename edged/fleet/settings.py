@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from edged.fleet.install_window import MAX_WINDOW_TEXT, InstallWindow, parse_window
-from edged.fleet.manifest import GIB, ArtifactLimits, FleetMembership, Name
+from edged.fleet.manifest import GIB, KNOWN_FORMATS, MAX_RELEASE_FILES, ArtifactLimits, FleetMembership, Name
 from edged.crypto.clock import UpdateClockPolicy, update_clock_policy
 from edged.fleet.trust import ExpiryClock
 from edged.validation import StrictModel
@@ -45,7 +45,9 @@ class UpdateSettings(StrictModel):
         "(reason clock) until NTP has synced; 'trust-system-clock' checks expiry against the local clock anyway "
         "(no time source at all); the older 'require_sync' and 'trust_local' are still read",
     )
-    max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="largest model file accepted")
+    max_artifact_bytes: int = Field(
+        default=8 * GIB, ge=1, le=2**53,
+        description="largest model accepted: a GGUF file, or all the files of an ONNX directory together")
     window_bytes: int = Field(
         default=DEFAULT_WINDOW_BYTES, ge=16 * 1024, le=256 * 1024 * 1024,
         description="bytes of chunks requested and not yet received (at least one chunk)",
@@ -119,9 +121,9 @@ class UpdateSettings(StrictModel):
         )
 
     def limits(self) -> ArtifactLimits:
-        # One GGUF file per release for now, so the total cap is the per-file cap.
+        # A release is one model (a GGUF file or an ONNX directory): the cap is for the whole model.
         return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes,
-                              max_artifacts=1)
+                              max_artifacts=MAX_RELEASE_FILES, allowed_formats=list(KNOWN_FORMATS))
 
     def expiry_clock(self) -> ExpiryClock:
         return ExpiryClock(policy=self.clock_policy)
