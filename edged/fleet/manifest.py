@@ -18,6 +18,7 @@ from edged.fleet import dsse
 from edged.fleet.artifacts import ReleaseLayout, layout_of
 from edged.fleet.artifacts import is_safe_name as is_safe_name  # re-exported for the operator tools
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
+from edged.fleet.names import GIB as GIB, Name as Name
 from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
@@ -26,11 +27,9 @@ RELEASE_PAYLOAD_TYPE: Final = "application/vnd.edged.release+json"
 KNOWN_FORMATS: Final = ("gguf", "onnx-dir")
 MIN_CHUNK_SIZE: Final = 16 * 1024
 MAX_CHUNK_SIZE: Final = 1024 * 1024
-GIB: Final = 1024**3
 MAX_CHANNELS: Final = 256
 MAX_RELEASE_FILES: Final = 16  # an ONNX directory is graph, weights, tokenizer, edged_model.json: room to spare
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="short ASCII identifier")]
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="a device id as in the config")]
 
 

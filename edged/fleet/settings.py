@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from edged.fleet.install_window import MAX_WINDOW_TEXT, InstallWindow, parse_window
-from edged.fleet.manifest import GIB, KNOWN_FORMATS, MAX_RELEASE_FILES, ArtifactLimits, FleetMembership, Name
+from edged.fleet.names import GIB, Name
 from edged.crypto.clock import UpdateClockPolicy, update_clock_policy
-from edged.fleet.trust import ExpiryClock
 from edged.validation import StrictModel
+
+if TYPE_CHECKING:  # the documents' code is imported when an update is handled, not with the config
+    from edged.fleet.manifest import ArtifactLimits, FleetMembership
+    from edged.fleet.trust import ExpiryClock
 
 # Defaults with the reason for each value.
 DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024  # in flight: fills a LAN round trip (about 75 MB/s locally), small for a Pi
@@ -116,14 +119,20 @@ class UpdateSettings(StrictModel):
         return max(1, min(self.request_bytes // chunk_size, self.window_chunks(chunk_size)))
 
     def membership(self, device_id: str) -> FleetMembership:
+        from edged.fleet.manifest import FleetMembership
+
         return FleetMembership(
             fleet=self.fleet, device_id=device_id, groups=frozenset(self.groups), hardware=frozenset(self.hardware)
         )
 
     def limits(self) -> ArtifactLimits:
+        from edged.fleet.manifest import KNOWN_FORMATS, MAX_RELEASE_FILES, ArtifactLimits
+
         # A release is one model (a GGUF file or an ONNX directory): the cap is for the whole model.
         return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes,
                               max_artifacts=MAX_RELEASE_FILES, allowed_formats=list(KNOWN_FORMATS))
 
     def expiry_clock(self) -> ExpiryClock:
+        from edged.fleet.trust import ExpiryClock
+
         return ExpiryClock(policy=self.clock_policy)
