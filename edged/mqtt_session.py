@@ -111,7 +111,8 @@ class MqttSession:
             return {"enabled": False}
         synchronised = clock_synchronised()
         return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
-                "blocked_by_clock": not synchronised and updates.clock_policy == "reject"}
+                "blocked_by_clock": not synchronised and updates.clock_policy == "reject",
+                "fleet": updates.fleet, "groups": list(updates.groups)}
 
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()

@@ -119,7 +119,8 @@ def parse_chunk(payload: bytes) -> ChunkFrame:
 
 
 UpdatePhase = Literal[
-    "idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back", "failed"
+    "idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected", "rolled_back",
+    "failed",
 ]
 
 

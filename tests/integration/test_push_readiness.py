@@ -65,7 +65,7 @@ def test_push_warns_about_a_device_without_updates_and_one_whose_clock_blocks_th
     strict = status_of(broker, "strict-1")
     synchronised = clock_synchronised()  # this machine's clock decides which warning is right
     assert strict["updates"] == {"enabled": True, "clock_policy": "reject", "clock_synchronised": synchronised,
-                                 "blocked_by_clock": not synchronised}
+                                 "blocked_by_clock": not synchronised, "fleet": "default", "groups": []}
     warned = push(broker, "strict-1", manifest).stderr
     assert ("clock is not synchronised" in warned) is (not synchronised)
     assert "updates are off" not in warned
