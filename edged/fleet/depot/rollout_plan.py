@@ -44,14 +44,14 @@ class WaveSpec:
 
 def parse_wave(text: str) -> WaveSpec:
     """``GROUP`` or ``GROUP:PERCENT`` (1 to 100)."""
-    group, _, percent_text = text.partition(":")
+    group, colon, percent_text = text.partition(":")
     if not _NAME.match(group):
         raise ConfigError(f"--wave {text!r}: the group must be a name of letters, digits, '.', '_' or '-' "
                           "(as in the devices' [updates] groups), e.g. --wave canary or --wave lab:25")
-    if not percent_text:
+    if not colon:
         return WaveSpec(group, 100)
     try:
-        percent = int(percent_text.rstrip("%"))
+        percent = int(percent_text.removesuffix("%"), 10)
     except ValueError:
         raise ConfigError(f"--wave {text!r}: PERCENT must be a whole number from 1 to 100") from None
     if not 1 <= percent <= 100:
