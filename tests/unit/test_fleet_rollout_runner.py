@@ -241,3 +241,11 @@ def test_the_roster_ignores_junk_and_is_bounded(fleet: FleetRoster) -> None:
     weird = json.dumps({"state": "online", "updates": {"fleet": 5, "groups": ["a", 7, "b" * 500]}}).encode()
     assert fleet.apply(InboundMessage(topic="edged/y/status", payload=weird, qos=1))
     assert fleet.devices["y"].fleet is None and fleet.devices["y"].groups == frozenset({"a", "b" * 64})
+
+
+def test_a_wave_that_cannot_reach_the_success_threshold_aborts_at_once(tmp_path: Path, fleet: FleetRoster) -> None:
+    rollout, _, _ = make(tmp_path, fleet, new_state([("lab", 100)], success=100, error=50))
+    rollout.step()
+    report(fleet, "lab-1", "rolled_back", reason="timeout")
+    state = rollout.step()
+    assert state.phase == "aborted" and "cannot be met" in (state.reason or "")

@@ -61,6 +61,9 @@ class Rollout:
             self._note(f"wave {current + 1} ({wave.label()}) reached the success threshold: "
                        f"{counts['succeeded']} of {counts['total']} active")
             return self.step()
+        if (counts["total"] - counts["failed"]) * 100 / counts["total"] < self.state.success_threshold:
+            return self.abort(f"wave {current + 1} ({wave.label()}): {counts['failed']} of {counts['total']} devices "
+                              f"failed, so the success threshold of {self.state.success_threshold:g} % cannot be met")
         assert wave.started_unix_ms is not None
         if self.clock() - wave.started_unix_ms > self.state.wave_timeout_s * 1000:
             return self.abort(f"wave {current + 1} ({wave.label()}) timed out after {self.state.wave_timeout_s:g} s: "
