@@ -122,6 +122,8 @@ def run(devices: int, waves: list[tuple[str, int]], size: int, workdir: Path) ->
         procs.stop(proc)
     broker.stop()
     state = json.loads((keys.directory / "rollouts" / "default-sim-1.json").read_text())
+    sim_counts = _last_json(sim_log, "fleet_sim")
+    depot_counts = _last_json(depot_log, "requests")
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "devices": devices,
         "waves": [{"wave": w["group"], "devices": len(w["devices"]),
@@ -132,12 +134,23 @@ def run(devices: int, waves: list[tuple[str, int]], size: int, workdir: Path) ->
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "broker": {topic.removeprefix("$SYS/broker/"): after.get(topic, 0) - before.get(topic, 0) for topic in COUNTERS},
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
-        "cpus": os.cpu_count(), "workdir": str(workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir),
+        "simulator": sim_counts, "depot": depot_counts, "cpus": os.cpu_count(), "workdir": str(workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir),
     }
 
 
+def _last_json(log: Path, key: str) -> dict[str, Any]:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and key in data:
+            return data.get("fleet_sim", data) if key == "fleet_sim" else data
+    return {}
+
+
 def section(result: dict[str, Any]) -> str:
-    broker = result["broker"]
+    broker, sim, depot = result["broker"], result["simulator"], result["depot"]
     waves = ", ".join(f"{w['wave']} ({w['devices']})" for w in result["waves"])
     return "\n".join([
         SECTION, "",
@@ -156,8 +169,18 @@ def section(result: dict[str, Any]) -> str:
         f"{broker['messages/sent']} |",
         f"| of which PUBLISH received / sent | {broker['publish/messages/received']} / "
         f"{broker['publish/messages/sent']} |",
-        f"| broker bytes received / sent | {broker['bytes/received']} / {broker['bytes/sent']} |", "",
-        f"Machine: {result['cpus']} CPUs shared with other work; load average (1, 5, 15 min) "
+        f"| broker bytes received / sent | {broker['bytes/received']} / {broker['bytes/sent']} |",
+        f"| simulator: offers taken, pull requests, chunks, active | {sim.get('offers')}, {sim.get('pulls')}, "
+        f"{sim.get('chunks')}, {sim.get('active')} |",
+        f"| depot: requests, chunks, bytes | {depot.get('requests')}, {depot.get('chunks')}, {depot.get('bytes')} |",
+        "",
+        "`messages/*` counts every MQTT packet (PUBLISH, PUBACK, ...), `publish/messages/*` the PUBLISH packets, "
+        "as mosquitto reports them in `$SYS` (every second here). The clients' own counts are in the last two "
+        "rows: each device sends one pull request and three state reports (downloading, installing, active), "
+        "plus the depot's chunks. mosquitto 2.0.11's `publish/messages/received` equals the pull requests plus the "
+        "chunks in this run: the retained messages (state reports, statuses, offers, the rollout summary) are "
+        "not in that counter, but they are in `messages/*` and the byte counts.", "",
+        f"Machine: {result['cpus']} CPUs shared with three other engineers' work; load average (1, 5, 15 min) "
         f"{result['load_before']} before and {result['load_after']} after; all processes ran under `nice -n 10`. "
         "The wall time is mostly the devices' and the depot's work and the waves waiting for each other, not the "
         "rollout command's: its CPU time is the cost of following the fleet. Files of the run: "
