@@ -10,13 +10,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
 from edged.errors import ConfigError
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
-REQUEST_WAIT_S: Final = 60.0
 EPILOG = """\
 A rollout offers a signed release wave after wave, through the offers devices already follow:
   --wave GROUP           the group's retained offer topic: every member, also ones that join later
@@ -43,6 +42,8 @@ examples:
 
 
 def register(fleet_sub: Any) -> None:
+    from edged.commands import fleet_rollout_control as control
+
     rollout = fleet_sub.add_parser("rollout", help="staged rollout of a release: canary, waves, thresholds, abort",
                                    description="edged fleet rollout: offer a release in waves.", epilog=EPILOG,
                                    formatter_class=_FORMATTER)
@@ -76,8 +77,8 @@ def register(fleet_sub: Any) -> None:
         if name == "status":
             action.add_argument("--watch", action="store_true", help="follow it live (Ctrl-C to stop)")
             action.add_argument("--json", action="store_true", help="JSON (with --watch: one line per change)")
-        action.set_defaults(func={"status": cmd_rollout_status, "pause": cmd_rollout_pause,
-                                  "resume": cmd_rollout_resume, "abort": cmd_rollout_abort}[name])
+        action.set_defaults(func={"status": cmd_rollout_status, "pause": control.cmd_rollout_pause,
+                                  "resume": control.cmd_rollout_resume, "abort": control.cmd_rollout_abort}[name])
 
 
 def cmd_rollout_start(args: argparse.Namespace) -> int:
@@ -113,7 +114,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
                 success_threshold=success, error_threshold=error, wave_timeout_s=timeout,
                 waves=[WaveRecord(group=w.group, percent=w.percent) for w in waves],
                 created_unix_ms=now_ms(), updated_unix_ms=now_ms()))
-        return _run(args, store, state, envelope)
+        return run_rollout(args, store, state, envelope)
     finally:
         lock.release()
 
@@ -135,7 +136,7 @@ def _check_same_rollout(state: Any, digest: str, waves: list[tuple[str, int]], s
                           f"{recorded[3]:g}s); carry on with `edged fleet rollout resume {state.id}` or abort it")
 
 
-def _run(args: argparse.Namespace, store: Any, state: Any, envelope: bytes) -> int:
+def run_rollout(args: argparse.Namespace, store: Any, state: Any, envelope: bytes) -> int:
     from edged.commands.fleet_rollout_view import abort_report, progress_line
     from edged.fleet.depot.rollout_roster import FleetRoster
     from edged.fleet.depot.rollout_runner import Rollout
@@ -178,7 +179,7 @@ def _request(store: Any, rollout_id: str) -> tuple[str, str] | None:
     return None if request is None else (request.action, request.by)
 
 
-def _pick(store: Any, wanted: str | None) -> str:
+def pick_rollout(store: Any, wanted: str | None) -> str:
     if wanted:
         return str(wanted)
     live = [i for i in store.ids() if store.load(i).phase in ("running", "paused")]
@@ -194,7 +195,7 @@ def cmd_rollout_status(args: argparse.Namespace) -> int:
     from edged.fleet.depot.rollout_state import RolloutLock, RolloutStore
 
     store = RolloutStore(args.dir)
-    rollout_id = _pick(store, args.rollout)
+    rollout_id = pick_rollout(store, args.rollout)
     lock = RolloutLock(store, rollout_id)
     shown = None
     tty = sys.stdout.isatty() and not args.json
@@ -213,112 +214,3 @@ def cmd_rollout_status(args: argparse.Namespace) -> int:
             time.sleep(1.0)
     except KeyboardInterrupt:
         return 0
-
-
-def _ask_runner(store: Any, rollout_id: str, action: str) -> Any:
-    """Have the process running the rollout apply ``action`` and exit; the lock, once free, is ours."""
-    from edged.fleet.depot.rollout_state import RolloutLock
-
-    lock = RolloutLock(store, rollout_id)
-    if lock.acquire():
-        return lock
-    store.post_request(rollout_id, action)
-    print(f"asked the process running {rollout_id} to {action}; waiting for it", file=sys.stderr)
-    if not lock.wait_free(REQUEST_WAIT_S):
-        holder = lock.holder()
-        raise ConfigError(f"the process running {rollout_id} did not stop within {REQUEST_WAIT_S:.0f} s "
-                          f"({holder.describe() if holder else 'unknown'}); is it stuck? stop it "
-                          "(Ctrl-C or kill) and run this again")
-    return lock
-
-
-def cmd_rollout_pause(args: argparse.Namespace) -> int:
-    from edged.fleet.depot.rollout_roster import FleetRoster
-    from edged.fleet.depot.rollout_runner import Rollout
-    from edged.fleet.depot.rollout_state import RolloutStore, holder_now
-
-    store = RolloutStore(args.dir)
-    rollout_id = _pick(store, args.rollout)
-    lock = _ask_runner(store, rollout_id, "pause")
-    try:
-        state = store.load(rollout_id)
-        if state.phase == "running":
-            state = Rollout(store, state, b"", FleetRoster(state.topic_prefix), _no_publish).pause(
-                holder_now().describe())
-        print(f"rollout {rollout_id}: {state.phase}" + (f" ({state.reason})" if state.reason else ""))
-    finally:
-        lock.release()
-    return 0
-
-
-def _no_publish(messages: list[tuple[str, bytes]]) -> None:
-    if messages:
-        raise ConfigError("pausing publishes nothing")
-
-
-def cmd_rollout_resume(args: argparse.Namespace) -> int:
-    from edged.fleet.depot.rollout_roster import FleetRoster
-    from edged.fleet.depot.rollout_runner import Rollout
-    from edged.fleet.depot.rollout_state import RolloutLock, RolloutStore
-
-    store = RolloutStore(args.dir)
-    rollout_id = _pick(store, args.rollout)
-    lock = RolloutLock(store, rollout_id)
-    if not lock.wait_free(1.0):
-        raise lock.refusal(rollout_id)
-    try:
-        state = store.load(rollout_id)
-        if state.phase in ("finished", "aborted"):
-            raise ConfigError(f"rollout {rollout_id} has {state.phase}; nothing to resume")
-        envelope = _envelope(args.dir, state)
-        if state.phase == "paused":
-            state = Rollout(store, state, envelope, FleetRoster(state.topic_prefix), _no_publish).resume()
-        return _run(args, store, state, envelope)
-    finally:
-        lock.release()
-
-
-def _envelope(keys_dir: Path, state: Any) -> bytes:
-    from edged import atomic
-    from edged.fleet import dsse
-
-    for path in (Path(state.manifest_path), keys_dir / "releases" / f"{state.channel}-{state.version}.json"):
-        try:
-            envelope = atomic.read_bounded(path, dsse.MAX_ENVELOPE_BYTES)
-        except OSError:
-            continue
-        if hashlib.sha256(envelope).hexdigest() == state.manifest_sha256:
-            return envelope
-    raise ConfigError(f"the signed manifest of {state.id} is neither at {state.manifest_path} nor in "
-                      f"{keys_dir}/releases/ (or it changed); put it back to carry on")
-
-
-def cmd_rollout_abort(args: argparse.Namespace) -> int:
-    from edged.commands.fleet_rollout_view import abort_report
-    from edged.fleet.depot.rollout_roster import FleetRoster
-    from edged.fleet.depot.rollout_runner import Rollout
-    from edged.fleet.depot.rollout_session import BrokerView
-    from edged.fleet.depot.rollout_state import RolloutStore, holder_now
-
-    store = RolloutStore(args.dir)
-    rollout_id = _pick(store, args.rollout)
-    lock = _ask_runner(store, rollout_id, "abort")
-    try:
-        state = store.load(rollout_id)
-        settings = mqtt_settings(args)
-        view = BrokerView(settings, FleetRoster(state.topic_prefix), f"edged-abort-{int(time.time() * 1000) % 10**9}")
-        view.open()
-        try:
-            rollout = Rollout(store, state, b"", view.roster, view.publish)
-            state = rollout.refresh()
-            if state.phase != "aborted":
-                state = rollout.abort(f"aborted by {holder_now().describe()}")
-            else:
-                rollout.withdraw()  # withdrawing again is harmless and repairs a withdrawal cut short
-            rollout.publish_summary(force=True)
-        finally:
-            view.close()
-        print(abort_report(state, args.dir))
-    finally:
-        lock.release()
-    return 0

@@ -134,7 +134,8 @@ def run(devices: int, waves: list[tuple[str, int]], size: int, workdir: Path) ->
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "broker": {topic.removeprefix("$SYS/broker/"): after.get(topic, 0) - before.get(topic, 0) for topic in COUNTERS},
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
-        "simulator": sim_counts, "depot": depot_counts, "cpus": os.cpu_count(), "workdir": str(workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir),
+        "simulator": sim_counts, "depot": depot_counts, "cpus": os.cpu_count(),
+        "workdir": str(workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir),
     }
 
 

@@ -249,3 +249,15 @@ def test_a_wave_that_cannot_reach_the_success_threshold_aborts_at_once(tmp_path:
     report(fleet, "lab-1", "rolled_back", reason="timeout")
     state = rollout.step()
     assert state.phase == "aborted" and "cannot be met" in (state.reason or "")
+
+
+def test_hostile_device_ids_and_words_never_reach_the_terminal(tmp_path: Path, fleet: FleetRoster) -> None:
+    for device in ("\x1b[2Jevil", "a b", "x" * 129):
+        assert not fleet.apply(InboundMessage(topic=f"edged/{device}/status", qos=1,
+                                              payload=b'{"state":"online","updates":{"fleet":"default","groups":["lab"]}}'))
+    assert fleet.members("default", "lab") == ["lab-1", "lab-2", "lab-3", "lab-4"]
+    rollout, _, _ = make(tmp_path, fleet, new_state([("lab", 100)]))
+    rollout.step()
+    report(fleet, "lab-1", "failed", reason="\x1b[31mred")
+    state = rollout.step()
+    assert "\x1b" not in state.waves[0].devices["lab-1"].label and state.phase == "aborted"

@@ -39,7 +39,7 @@ def test_a_damaged_state_is_refused_and_left_untouched(tmp_path: Path, content: 
     path = store.path("default-stable-7")
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match="damaged.*left untouched"):
+    with pytest.raises(ConfigError, match=r"damaged.*left untouched"):
         store.load("default-stable-7")
     assert path.read_bytes() == content
 

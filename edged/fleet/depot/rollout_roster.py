@@ -9,6 +9,7 @@ no group (it still takes group offers, and is counted when it reports about the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -20,6 +21,7 @@ from edged.topics import device_of_state_topic, device_of_status_topic, fleet_st
 MAX_DEVICES: Final = 200_000  # a flood of invented device ids must not exhaust the operator's memory
 MAX_STATUS_BYTES: Final = 64 * 1024
 MAX_GROUPS: Final = 64
+DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")  # what a device's config accepts (Config.device_id)
 
 
 @dataclass
@@ -76,6 +78,9 @@ class FleetRoster:
         return True
 
     def _view(self, device_id: str) -> DeviceView | None:
+        if not DEVICE_ID.match(device_id):
+            self.ignored += 1  # no edged has this id: someone else's topic, or an attempt at the operator's terminal
+            return None
         view = self.devices.get(device_id)
         if view is None and len(self.devices) < MAX_DEVICES:
             view = self.devices[device_id] = DeviceView(device_id)

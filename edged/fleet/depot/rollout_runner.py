@@ -97,7 +97,7 @@ class Rollout:
         for device_id, record in devices.items():
             view = self.roster.view(device_id)
             result = outcome(view.report, view.presence, self.state.channel, self.state.version)
-            label = view.report.label() if view.report is not None else "-"
+            label = printable(view.report.label()) if view.report is not None else "-"
             if result == "offline" and view.report is not None and view.report.release is not None \
                     and view.report.release.version == self.state.version:
                 label = f"{label}, offline"
@@ -204,6 +204,11 @@ class Rollout:
         if force or summary != self._summary_sent:
             self.publish([(rollout_topic(self.state.topic_prefix, self.state.fleet, self.state.id), summary)])
             self._summary_sent = summary
+
+
+def printable(text: str) -> str:
+    """A device's words as the operator's terminal may show them (no control characters)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def summary_of(state: RolloutState) -> dict[str, object]:

@@ -52,8 +52,7 @@ class WaveRecord(StrictModel):
         return self.group if self.percent == 100 else f"{self.group}:{self.percent}"
 
     def counts(self) -> dict[str, int]:
-        counts = {key: 0 for key in ("total", "succeeded", "failed", "in_progress", "deferred", "pending",
-                                     "offline")}
+        counts = dict.fromkeys(("total", "succeeded", "failed", "in_progress", "deferred", "pending", "offline"), 0)
         counts["total"] = len(self.devices)
         for record in self.devices.values():
             counts[record.outcome] = counts.get(record.outcome, 0) + 1
