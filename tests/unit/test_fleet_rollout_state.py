@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from edged.cli import main
+from edged.cli import build_parser
 from edged.commands.fleet_rollout_view import abort_report, next_version, render_status, status_json
 from edged.errors import ConfigError
 from edged.fleet.depot.rollout_state import DeviceRecord, RolloutLock, RolloutState, RolloutStore, WaveRecord
+
+
+def main(argv: list[str]) -> int:
+    """edged's main without its logging setup (which would bind structlog to this test's captured stderr)."""
+    args = build_parser(with_groups=True).parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"edged: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 def state(**changes: object) -> RolloutState:
