@@ -53,6 +53,7 @@ class SimDevice:
     device_id: str
     groups: list[str]
     fail: bool = False
+    stall: bool = False  # takes the offer, then never asks for a chunk (a device stuck mid-download)
     seen: dict[str, int] = field(default_factory=dict)  # channel -> highest version accepted
     release: ReleaseManifest | None = None
     chunks: dict[str, dict[int, bytes]] = field(default_factory=dict)
@@ -150,7 +151,8 @@ class SimulatedFleet:
             device.chunks = {a.name: {} for a in manifest.artifacts}
             self.counters["offers"] += 1
         self._report(device, "downloading")
-        self._pull(device)
+        if not device.stall:
+            self._pull(device)
 
     def _pull(self, device: SimDevice) -> None:
         manifest = device.release
@@ -210,7 +212,7 @@ class SimulatedFleet:
         while not self._stop.wait(1.0):
             now = time.monotonic()
             for device in list(self.devices.values()):
-                if device.chunks and now - device.asked_at > RETRY_AFTER_S:
+                if device.chunks and not device.stall and now - device.asked_at > RETRY_AFTER_S:
                     self._pull(device)
 
     def _count(self, name: str) -> None:
@@ -218,11 +220,12 @@ class SimulatedFleet:
             self.counters[name] += 1
 
 
-def plan_devices(total: int, groups: list[tuple[str, int]], fail: set[str]) -> list[SimDevice]:
+def plan_devices(total: int, groups: list[tuple[str, int]], fail: set[str],
+                 stall: frozenset[str] = frozenset()) -> list[SimDevice]:
     """``groups`` as (name, count); devices are named <group>-<n> and fill the groups in order."""
     if sum(count for _, count in groups) != total:
         raise SystemExit(f"the --group counts add up to {sum(c for _, c in groups)}, not --devices {total}")
-    return [SimDevice(f"{name}-{n}", [name], fail=f"{name}-{n}" in fail)
+    return [SimDevice(f"{name}-{n}", [name], fail=f"{name}-{n}" in fail, stall=f"{name}-{n}" in stall)
             for name, count in groups for n in range(1, count + 1)]
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from edged.mqtt import MqttSettings
 from edged.testing.fleet_sim import SimulatedFleet, plan_devices
 from tests.daemon import REPO
 from tests.mosquitto import Mosquitto
+from tests.mqtt_probe import Probe
 from tests.slowdown import scaled
 
 pytestmark = pytest.mark.slow
@@ -97,3 +99,70 @@ def test_twenty_simulated_devices_take_a_three_wave_rollout(tmp_path: Path, brok
     status = subprocess.run([sys.executable, "-m", "edged", "fleet", "rollout", "status", "default-sim-1", "--dir",
                              str(keys.directory), "--json"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert json.loads(status.stdout)["phase"] == "finished"
+
+
+def edged_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True,
+                          timeout=scaled(timeout), cwd=REPO)
+
+
+def wait_until(check: Any, what: str, process: subprocess.Popen[str] | None = None, timeout: float = 60) -> None:
+    end = time.monotonic() + scaled(timeout)
+    while not check():
+        assert process is None or process.poll() is None, f"{what}: the rollout exited: {process.communicate()}"
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_pause_resume_and_abort_reach_the_running_process(tmp_path: Path, broker: Mosquitto) -> None:
+    """One lab device never finishes its download, so the lab wave stays open while the operator acts."""
+    keys = OperatorKeys.create(tmp_path / "keys", root_keys=1, root_threshold=1, release_keys=1, release_threshold=1,
+                               expires=utc_now() + timedelta(days=30))
+    models = tmp_path / "models"
+    models.mkdir()
+    manifest = sign_small_release(keys, models, "ops", 1)
+    depot = start_depot(broker, keys.directory, models, tmp_path / "depot.log")
+    devices = plan_devices(10, [("canary", 2), ("lab", 8)], fail=set(), stall=frozenset({"lab-1"}))
+    fleet = SimulatedFleet(MqttSettings(url=broker.url), read_self_signed_root(keys.root_path.read_bytes()), devices)
+    fleet.start()
+    store = RolloutStore(keys.directory)
+    base = ["--dir", str(keys.directory)]
+    mqtt = ["--mqtt", broker.url]
+    start = [sys.executable, "-m", "edged", "fleet", "rollout", "start", str(manifest), *base, *mqtt,
+             "--wave", "canary", "--wave", "lab", "--wave-timeout", "10m"]
+    try:
+        wait_until(fleet.connected, "the simulated devices")
+        runner = subprocess.Popen(start, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        wait_until(lambda: store.exists("default-ops-1") and store.load("default-ops-1").waves[1].counts()[
+            "succeeded"] == 7, "seven of eight lab devices active", runner)
+        watch = edged_cli("fleet", "watch", *mqtt, "--duration", "2")
+        assert "rollout default-ops-1: running, wave 2 of 2" in watch.stdout, watch.stdout
+        paused = edged_cli("fleet", "rollout", "pause", *base)
+        assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
+        out, _ = runner.communicate(timeout=scaled(60))
+        assert runner.returncode == 0 and "paused: carry on with" in out
+        assert "paused" in edged_cli("fleet", "rollout", "status", *base).stdout
+        resumed = subprocess.Popen([sys.executable, "-m", "edged", "fleet", "rollout", "resume", *base, *mqtt],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        wait_until(lambda: store.load("default-ops-1").phase == "running", "resumed", resumed)
+        shown = json.loads(edged_cli("fleet", "rollout", "status", *base, "--json").stdout)
+        assert shown["phase"] == "running" and shown["runner"]["pid"] == resumed.pid
+        assert shown["devices"]["lab-1"]["outcome"] == "in_progress"
+        aborted = edged_cli("fleet", "rollout", "abort", *base, *mqtt)
+        assert aborted.returncode == 0, aborted.stderr
+        out, _ = resumed.communicate(timeout=scaled(60))
+        assert resumed.returncode == 1 and "aborted" in out
+    finally:
+        fleet.stop()
+        depot.terminate()
+        depot.wait(30)
+    report = aborted.stdout
+    assert "committed to ops v1, and keeping it (9): canary-1, canary-2, lab-2" in report
+    assert "lab-1" not in report.split("keeping it")[1].split("\n")[0]
+    assert f"edged fleet release --dir {keys.directory} --model MODELS/sim.gguf --channel ops --version 2" in report
+    state = store.load("default-ops-1")
+    assert state.phase == "aborted" and (state.reason or "").startswith("aborted by ")
+    with Probe(MqttSettings(url=broker.url), "edged/fleet/default/group/+/offer", client_id="offers") as probe:
+        time.sleep(1.0)
+        assert all(not m.payload for m in probe.drain())  # both group offers withdrawn
+    assert not store.request_path("default-ops-1").exists()
