@@ -143,6 +143,8 @@ def run_rollout(args: argparse.Namespace, store: Any, state: Any, envelope: byte
     from edged.fleet.depot.rollout_session import BrokerView, drive
 
     settings = mqtt_settings(args)
+    if (stale := store.take_request(state.id)) is not None:  # nobody ran the rollout to read it: it is not for us
+        print(f"ignoring a {stale.action} request by {stale.by} that no running process took", file=sys.stderr)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -22,6 +22,7 @@ def _ask_runner(store: Any, rollout_id: str, action: str) -> Any:
 
     lock = RolloutLock(store, rollout_id)
     if lock.acquire():
+        store.take_request(rollout_id)  # left by a process that died before reading it: this command acts now
         return lock
     store.post_request(rollout_id, action)
     print(f"asked the process running {rollout_id} to {action}; waiting for it", file=sys.stderr)
@@ -30,6 +31,7 @@ def _ask_runner(store: Any, rollout_id: str, action: str) -> Any:
         raise ConfigError(f"the process running {rollout_id} did not stop within {REQUEST_WAIT_S:.0f} s "
                           f"({holder.describe() if holder else 'unknown'}); is it stuck? stop it "
                           "(Ctrl-C or kill) and run this again")
+    store.take_request(rollout_id)  # the process died without reading it
     return lock
 
 

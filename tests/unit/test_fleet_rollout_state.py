@@ -161,8 +161,13 @@ def test_the_cli_refuses_bad_input_before_touching_the_broker(tmp_path: Path, ca
     assert main(["fleet", "rollout", "status", "--dir", str(tmp_path), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["id"] == "default-stable-7" and shown["runner"] is None and shown["phase"] == "running"
+    RolloutStore(tmp_path).post_request("default-stable-7", "abort")  # left by a process that died unread
     assert main(["fleet", "rollout", "pause", "--dir", str(tmp_path)]) == 0
+    assert not RolloutStore(tmp_path).request_path("default-stable-7").exists()
     assert "paused" in capsys.readouterr().out
     assert RolloutStore(tmp_path).load("default-stable-7").phase == "paused"
     assert main(["fleet", "rollout", "status", "--dir", str(tmp_path)]) == 0
     assert "no process is running it" in capsys.readouterr().out
+    RolloutStore(tmp_path).save(state(phase="finished"))
+    assert main(["fleet", "rollout", "status", "default-stable-7", "--dir", str(tmp_path), "--watch"]) == 0
+    assert "finished" in capsys.readouterr().out  # --watch ends with the rollout
