@@ -158,3 +158,30 @@ def test_the_rollout_command_restarted_mid_wave_carries_on(broker, operator, dep
     assert state.phase == "finished" and len(state.waves[1].devices) == 3
     starts = [line for line in state.history if "started" in line]
     assert len(starts) == 2  # each wave started once, the restart did not start wave 2 again
+
+
+def test_a_device_offline_when_its_wave_starts_is_pending_until_it_comes_back(broker, operator, depot, fleet) -> None:
+    manifest = signed(operator, "offline")
+    assert fleet["lab-3"].stop() == 0  # its retained status is now `stopped`, still naming its group
+    store = RolloutStore(operator.keys_dir)
+    runner = subprocess.Popen([sys.executable, "-m", "edged", "fleet", "rollout", *start_args(manifest), "--dir",
+                               str(operator.keys_dir), "--mqtt", broker.url], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        end = time.monotonic() + scaled(180)
+        while not (store.exists("default-offline-1") and store.load("default-offline-1").current_wave() == 1
+                   and store.load("default-offline-1").waves[1].counts()["succeeded"] == 2):
+            assert runner.poll() is None and time.monotonic() < end, runner.communicate()[0]
+            time.sleep(0.1)
+        wave = store.load("default-offline-1").waves[1]
+        assert wave.devices["lab-3"].presence_at_start == "stopped" and wave.devices["lab-3"].outcome == "offline"
+        assert runner.poll() is None  # two of three is below the success threshold: the wave waits for lab-3
+        fleet["lab-3"].start()  # the retained group offer reaches it when it connects
+        out, _ = runner.communicate(timeout=scaled(240))
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 0, out + fleet["lab-3"].log_tail(3000)
+    state = store.load("default-offline-1")
+    assert state.phase == "finished" and state.waves[1].devices["lab-3"].outcome == "succeeded"
+    assert "(1 offline)" in out
