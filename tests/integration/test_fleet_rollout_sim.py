@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from edged.fleet.depot.keystore import OperatorKeys
-from edged.fleet.depot.rollout_state import RolloutStore
+from edged.fleet.depot.rollout_state import RolloutLock, RolloutStore
 from edged.fleet.manifest import Artifact, ReleaseManifest
 from edged.fleet.trust import read_self_signed_root, utc_now
 from edged.mqtt import MqttSettings
@@ -142,9 +143,17 @@ def test_pause_resume_and_abort_reach_the_running_process(tmp_path: Path, broker
         out, _ = runner.communicate(timeout=scaled(60))
         assert runner.returncode == 0 and "paused: carry on with" in out
         assert "paused" in edged_cli("fleet", "rollout", "status", *base).stdout
-        resumed = subprocess.Popen([sys.executable, "-m", "edged", "fleet", "rollout", "resume", *base, *mqtt],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        wait_until(lambda: store.load("default-ops-1").phase == "running", "resumed", resumed)
+        resume = [sys.executable, "-m", "edged", "fleet", "rollout", "resume", *base, *mqtt]
+        resumed = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        lock = RolloutLock(store, "default-ops-1")
+        wait_until(lambda: store.load("default-ops-1").phase == "running" and lock.held_elsewhere(), "resumed",
+                   resumed)
+        resumed.send_signal(signal.SIGTERM)  # stopped, not paused: the record stays running
+        _, err = resumed.communicate(timeout=scaled(60))
+        assert resumed.returncode == 130 and "the rollout is recorded" in err
+        assert store.load("default-ops-1").phase == "running" and not lock.held_elsewhere()
+        resumed = subprocess.Popen(resume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        wait_until(lock.held_elsewhere, "resumed again", resumed)
         shown = json.loads(edged_cli("fleet", "rollout", "status", *base, "--json").stdout)
         assert shown["phase"] == "running" and shown["runner"]["pid"] == resumed.pid
         assert shown["devices"]["lab-1"]["outcome"] == "in_progress"
