@@ -171,3 +171,17 @@ def test_the_cli_refuses_bad_input_before_touching_the_broker(tmp_path: Path, ca
     RolloutStore(tmp_path).save(state(phase="finished"))
     assert main(["fleet", "rollout", "status", "default-stable-7", "--dir", str(tmp_path), "--watch"]) == 0
     assert "finished" in capsys.readouterr().out  # --watch ends with the rollout
+
+
+def test_every_rollout_command_in_the_docs_and_help_parses() -> None:
+    import shlex
+
+    from edged.commands.fleet_rollout import EPILOG
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "fleet.md").read_text()
+    joined = (docs + "\n" + EPILOG).replace("\\\n", " ")
+    commands = [line.strip() for line in joined.splitlines() if line.strip().startswith("edged fleet rollout ")]
+    assert len(commands) >= 10
+    for command in commands:
+        words = shlex.split(command.split("#")[0])[1:]
+        build_parser(with_groups=True).parse_args(words)  # SystemExit (a failure) when the docs drifted
