@@ -179,8 +179,8 @@ def section(result: dict[str, Any]) -> str:
         "as mosquitto reports them in `$SYS` (every second here). The clients' own counts are in the last two "
         "rows: each device sends one pull request and three state reports (downloading, installing, active), "
         "plus the depot's chunks. mosquitto 2.0.11's `publish/messages/received` equals the pull requests plus the "
-        "chunks in this run: the retained messages (state reports, statuses, offers, the rollout summary) are "
-        "not in that counter, but they are in `messages/*` and the byte counts.", "",
+        "chunks in this run, so the retained messages (state reports, statuses, offers, the rollout summary) are "
+        "evidently not counted there; they are in `messages/*` and the byte counts.", "",
         f"Machine: {result['cpus']} CPUs shared with three other engineers' work; load average (1, 5, 15 min) "
         f"{result['load_before']} before and {result['load_after']} after; all processes ran under `nice -n 10`. "
         "The wall time is mostly the devices' and the depot's work and the waves waiting for each other, not the "
