@@ -117,7 +117,8 @@ class MqttSession:
         synchronised = clock_synchronised()
         return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
                 "blocked_by_clock": not synchronised and updates.clock_policy == "reject",
-                "install_window": updates.install_window, "install_when": updates.install_when}
+                "install_window": updates.install_window, "install_when": updates.install_when,
+                "fleet": updates.fleet, "groups": list(updates.groups)}
 
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()

@@ -120,7 +120,7 @@ def parse_chunk(payload: bytes) -> ChunkFrame:
 
 UpdatePhase = Literal[
     "idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected", "rolled_back",
-    "failed"
+    "failed",
 ]
 
 
