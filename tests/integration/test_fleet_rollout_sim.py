@@ -20,7 +20,7 @@ from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.depot.rollout_state import RolloutLock, RolloutStore
 from edged.fleet.manifest import Artifact, ReleaseManifest
 from edged.fleet.trust import read_self_signed_root, utc_now
-from edged.mqtt import MqttSettings
+from edged.mqtt.settings import MqttSettings
 from edged.testing.fleet_sim import SimulatedFleet, plan_devices
 from tests.daemon import REPO
 from tests.mosquitto import Mosquitto
