@@ -205,10 +205,13 @@ class Core:
     async def _apply_engine_settings(self) -> None:
         async with self._model_lock:  # never while a model swap is loading the new engine
             wanted = engine_settings(self.profile)
-            if self._worker.loaded and self._worker.settings != wanted:
+            reload = self._worker.loaded and self._worker.settings != wanted
+            if reload:
                 logger.info("reloading model for profile", profile=self.profile.name)
                 await self._worker.unload()
-            if not self._worker.loaded and self._queue:
+            # A model in use is loaded again at once (with its prefix state), so the next request does not
+            # wait for it; an unloaded one (idle, or never needed) waits for a request.
+            if not self._worker.loaded and (self._queue or reload):
                 try:
                     await self._worker.load(wanted)
                 except EngineError as exc:

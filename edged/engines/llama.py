@@ -12,7 +12,7 @@ import structlog
 
 from edged.engines import llama_backend
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
-from edged.engines.chat_template import render_chat
+from edged.engines.chat_template import prepare_template, render_chat
 from edged.engines.prefix_store import MIN_PREFIX_TOKENS, PrefixEntry, PrefixStore
 from edged.engines.textstream import TextStream
 from edged.structured.constraint import TokenMask, llama_tokenizer
@@ -106,6 +106,7 @@ class LlamaEngine(Engine):
         self._one = (lib.llama_token * 1)()
         meta = self._metadata()
         self._template = meta.get("tokenizer.chat_template")
+        prepare_template(self._template)
         self._bos = self._token_text(lib.llama_vocab_bos(self._vocab))
         self._eos = self._token_text(lib.llama_vocab_eos(self._vocab))
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))

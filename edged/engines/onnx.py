@@ -11,7 +11,7 @@ import numpy as np
 import structlog
 
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
-from edged.engines.chat_template import render_chat
+from edged.engines.chat_template import prepare_template, render_chat
 from edged.engines.onnx_config import CONFIG_FILE, MAX_CONFIG_BYTES, OnnxModelFile, read_json_file
 from edged.engines.onnx_runner import DecoderSession
 from edged.engines.onnx_sampling import Sampler
@@ -64,6 +64,7 @@ class OnnxEngine(Engine):
             raise EngineError(f"{model_path} produces {logits.shape[-1]} logits but the tokenizer has "
                               f"{config.vocab_size} tokens: the model and tokenizer do not belong together")
         session.reset()
+        prepare_template(config.chat_template)
         self._config, self._tokenizer, self._session = config, tokenizer, session
         self._n_ctx = min(settings.context, config.context_length)
         self._n_batch = max(1, settings.batch)

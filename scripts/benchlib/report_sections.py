@@ -217,3 +217,28 @@ def portable_native_section(results: dict[str, Any]) -> list[str]:
                             "target"], rows), "",
             f"Portable options: `{' '.join(data['portable']['options'])}`; native options: "
             f"`{' '.join(data['native']['options'])}`."]
+
+
+def prefix_reload_section(results: dict[str, Any]) -> list[str]:
+    found = _scenario(results, "prefix-reload")
+    if not found:
+        return []
+    name, data = found
+    warm = data["warm"]
+    rows = [["warm (same daemon, model loaded)", num(warm["ttft_ms_median"]), "—", num(warm["queue_ms_median"]),
+             str(warm["count"]), ", ".join(str(c) for c in warm["cached_prompt_tokens"][:4]) + " …"]]
+    for kind, label in (("restart", "after a restart"), ("profile_switch", "after a profile switch (both ways)"),
+                        ("idle_unload", "after an idle unload (model loaded by the request)")):
+        entry = data[kind]
+        rows.append([label, num(entry["ttft_ms_median"]), ratio(entry["ratio_to_warm"]), num(entry["queue_ms_median"]),
+                     str(entry["count"]), ", ".join(str(c) for c in entry["cached_prompt_tokens"])])
+    return ["### Prefix state across reloads", "",
+            f"{_label(results, name)}: a ~{data['system_prompt_chars']}-character (~300-token) system prompt is "
+            "decoded once, then each round restarts the daemon, switches to the "
+            f"`{data['switch_profile']}` profile and back (other context and batch: a reload each way), and lets the "
+            f"`performance` profile unload the model after {data['idle_unload_after_s']:.0f} idle seconds; the first "
+            "request after each is timed. *cached* is the daemon's `prompt_cached_tokens` (the prefix restored from "
+            "the state directory). After an idle unload the request itself waits for the model to load (its queue "
+            "wait), which no stored state can save.", "",
+            markdown_table(["first request", "TTFT median ms", "/ warm", "queue wait ms (median)", "requests",
+                            "cached prompt tokens"], rows)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from benchlib.scenarios.base import Log, Scenario
 from benchlib.scenarios.http_api import HttpStartupScenario, HttpVsSocketScenario
 from benchlib.scenarios.power_profiles import PowerProfilesScenario
+from benchlib.scenarios.prefix_reload import PrefixReloadScenario
 from benchlib.scenarios.seal_cost import SealCostScenario
 from benchlib.scenarios.sealed_socket import SealedSocketScenario
 from benchlib.scenarios.standard import AddedTtftScenario, ChatScenario, IdleCpuScenario, PrefixCacheScenario
@@ -21,7 +22,7 @@ SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (ChatScenario(), PrefixCacheScenario(), AddedTtftScenario(), SealedSocketScenario(),
                      SealCostScenario(), PowerProfilesScenario(), StructuredScenario(), HttpVsSocketScenario(),
-                     HttpStartupScenario(), WyomingLatencyScenario(), IdleCpuScenario())
+                     HttpStartupScenario(), WyomingLatencyScenario(), PrefixReloadScenario(), IdleCpuScenario())
 }
 
 __all__ = ["SCENARIOS", "Log", "Scenario"]

@@ -13,6 +13,7 @@ from benchlib.targets.base import Target, TargetContext
 from benchlib.targets.edged_http import EdgedHttpTarget
 from benchlib.targets.edged_mqtt import EdgedMqttTarget
 from benchlib.targets.edged_onnx import EdgedOnnxTarget
+from benchlib.targets.edged_prefix import EdgedPrefixTarget
 from benchlib.targets.edged_profiles import EdgedProfilesTarget
 from benchlib.targets.edged_socket import EdgedSocketTarget
 from benchlib.targets.edged_wyoming import EdgedWyomingTarget
@@ -25,7 +26,7 @@ TARGETS: dict[str, type[Target]] = {
     target.name: target
     for target in (LlamaServerTarget, RawLlamaCppTarget, EdgedSocketTarget, InProcessEngineTarget,
                    EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget, EdgedHttpTarget,
-                   EdgedWyomingTarget)
+                   EdgedWyomingTarget, EdgedPrefixTarget)
 }
 
 __all__ = ["TARGETS", "Target", "TargetContext"]
