@@ -7,6 +7,7 @@ MQTT session it gets the parts (core, control port, event hub, energy meter), ne
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -82,6 +83,9 @@ class HttpService:
 
     async def _serve(self) -> None:
         try:
+            # Imported on a thread: in the event loop, aiohttp's ~100 ms import (more on a Pi) held up the
+            # first request after every start; on a thread the loop keeps answering between GIL switches.
+            await asyncio.to_thread(importlib.import_module, "edged.transports.http.app")
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
             from edged.crypto.api_keys import ApiKeyStore  # noqa: PLC0415
