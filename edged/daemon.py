@@ -22,6 +22,7 @@ from edged.errors import ConfigError, EdgedError
 from edged.events import Events
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
 from edged.systemd import Notifier
+from edged.memory import release_large_blocks
 from edged.messages import ChatRequest
 from edged.transports.unix import UnixSocketTransport
 from edged.validation import prebuild
@@ -133,6 +134,7 @@ class Daemon:
         # A missing file is a typo, not a bad model: serving model_unavailable would hide it.
         if not Path(self.model_path).exists():  # noqa: ASYNC240 (start-up, before anything is served)
             raise ConfigError(f"model {self.model_path}: no such file or directory; set [model] path or --model")
+        release_large_blocks()  # prefix states and grammar indexes are megabytes: give them back when freed
         engine = create_engine(Path(self.model_path))
         prefix_bytes = self.config.model.prefix_cache_bytes
         prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None

@@ -241,8 +241,8 @@ class LlamaEngine(Engine):
         size = lib.llama_state_seq_get_size(self._ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = lib.llama_state_seq_get_data(self._ctx, buffer, size, 0)
-        if written:
-            store.save(tokens, bytes(buffer[:written]))
+        if written:  # string_at copies once; slicing a ctypes array made a list of millions of ints first
+            store.save(tokens, ctypes.string_at(buffer, written))
 
     def _restore(self, entry: PrefixEntry) -> bool:
         """Put a stored prefix into the KV cache (sequence 0); False when it could not be used."""
@@ -252,7 +252,7 @@ class LlamaEngine(Engine):
             return False
         lib = self._lib
         lib.llama_memory_seq_rm(self._memory, 0, -1, -1)
-        buffer = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        buffer = (ctypes.c_uint8 * len(blob)).from_buffer(blob)  # in place: no second copy of the state
         if not lib.llama_state_seq_set_data(self._ctx, buffer, len(blob), 0):
             self._reset_cache()
             self._prefixes.discard(entry, "llama.cpp refused the state")

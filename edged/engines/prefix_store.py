@@ -46,7 +46,7 @@ class PrefixEntry:
     size: int
 
 
-def _header_and_blob(data: bytes) -> tuple[dict[str, object], bytes]:
+def _header_and_blob(data: bytes | bytearray) -> tuple[dict[str, object], memoryview]:
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise ValueError("not an edged KV state file")
     (length,) = struct.unpack_from("<I", data, len(MAGIC))
@@ -56,7 +56,7 @@ def _header_and_blob(data: bytes) -> tuple[dict[str, object], bytes]:
     header = json.loads(data[start:start + length])
     if not isinstance(header, dict):
         raise ValueError("header is not an object")
-    return header, data[start + length:]
+    return header, memoryview(data)[start + length:]  # a view: a state is megabytes, copied once at most
 
 
 class PrefixStore:
@@ -138,10 +138,11 @@ class PrefixStore:
         with self._lock:
             return key in self._entries or key in self._pending
 
-    def load_blob(self, entry: PrefixEntry) -> bytes | None:
-        """The verified state blob of ``entry``, or None (and the file removed) when it does not check out."""
+    def load_blob(self, entry: PrefixEntry) -> memoryview | None:
+        """The verified state blob of ``entry`` (a writable view, so ctypes can use it in place), or None (and
+        the file removed) when it does not check out."""
         try:
-            data = entry.path.read_bytes()
+            data = bytearray(entry.path.read_bytes())
             header, blob = _header_and_blob(data)
             if header.get("scope") != self._scope or header.get("tokens") != list(entry.tokens) \
                     or header.get("blob_sha256") != hashlib.sha256(blob).hexdigest():

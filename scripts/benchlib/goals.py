@@ -81,7 +81,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
               _get(targets.get("edged-wyoming"), "scenarios", "wyoming-latency", "added_ms", "median"),
               WYOMING_ADDED_LIMIT_MS, False, ms, "≤ 5 ms"),
     ]
-    structured = _get(targets.get(EDGED), "scenarios", "structured") or {}
+    structured = _get(targets.get("edged-structured"), "scenarios", "structured") or {}
     median = lambda key: (structured.get(key) or {}).get("median")  # noqa: E731
     goals += [
         _goal("decode with a JSON schema / unconstrained (socket)", median("decode_ratio"), 0.90, True, times,

@@ -17,7 +17,7 @@ from benchlib.prompts import CHAT_PROMPTS, chat_messages
 from benchlib.samples import Summary
 from benchlib.scenarios.base import Log, Scenario
 from benchlib.settings import BenchSettings
-from benchlib.targets.base import EDGED_DAEMON, Target
+from benchlib.targets.base import STRUCTURED, Target
 
 from edged.clients.socket import SocketClient, answer_of, json_schema_format
 
@@ -32,7 +32,7 @@ def ten_properties(tag: str) -> dict[str, Any]:
 
 class StructuredScenario(Scenario):
     name = "structured"
-    requires = frozenset({EDGED_DAEMON})
+    requires = frozenset({STRUCTURED})
 
     def _ask(self, target: Target, messages: Any, max_tokens: int, schema: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "stream": True, "max_tokens": max_tokens, "temperature": 0}

@@ -16,6 +16,7 @@ from benchlib.targets.edged_onnx import EdgedOnnxTarget
 from benchlib.targets.edged_prefix import EdgedPrefixTarget
 from benchlib.targets.edged_profiles import EdgedProfilesTarget
 from benchlib.targets.edged_socket import EdgedSocketTarget
+from benchlib.targets.edged_structured import EdgedStructuredTarget
 from benchlib.targets.edged_wyoming import EdgedWyomingTarget
 from benchlib.targets.inprocess_engine import InProcessEngineTarget
 from benchlib.targets.llama_server import LlamaServerTarget
@@ -26,7 +27,7 @@ TARGETS: dict[str, type[Target]] = {
     target.name: target
     for target in (LlamaServerTarget, RawLlamaCppTarget, EdgedSocketTarget, InProcessEngineTarget,
                    EdgedMqttTarget, EdgedProfilesTarget, SealMicroTarget, EdgedOnnxTarget, EdgedHttpTarget,
-                   EdgedWyomingTarget, EdgedPrefixTarget)
+                   EdgedWyomingTarget, EdgedStructuredTarget, EdgedPrefixTarget)
 }
 
 __all__ = ["TARGETS", "Target", "TargetContext"]

@@ -24,6 +24,7 @@ SEALED_SOCKET = "sealed-socket"  # edged's daemon with a client allowed to send 
 POWER_PROFILES = "power-profiles"  # edged's daemon whose power profile the benchmark may switch
 SEAL_MICRO = "seal-micro"       # e2e-v1 sealing and opening, in the benchmark process (no model)
 WYOMING = "wyoming"             # edged's daemon with a Wyoming handle server: transcript(text)
+STRUCTURED = "structured"    # edged asked for JSON schemas (llguidance and its index stay in memory)
 PREFIX_RELOAD = "prefix-reload"  # edged with the prefix state on, restarted and reloaded by the scenario
 
 
