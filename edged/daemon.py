@@ -39,12 +39,16 @@ STATUS_PERIOD_S = 10.0
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    """Owns the lifecycle. ``run()`` is the process's: it takes SIGTERM, SIGINT and SIGHUP. An embedder
+    that owns the process's signals itself (the in-process test harness) calls ``serve()`` and
+    ``request_stop()``/``reload()``, and passes the ``notifier`` (sd_notify) it wants."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._sigint_count = 0
-        self.notifier = Notifier()
+        self.notifier = notifier if notifier is not None else Notifier()
         self.state_dir = config.state_dir or default_state_dir()
         self.socket_path = config.socket.path or default_socket_path()
         self.model_path = config.model.path or demo_model_path()
@@ -86,7 +90,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        return await self.serve()
 
+    async def serve(self) -> int:
+        """Start, serve until ``request_stop``, stop; the exit code (1 when the start failed)."""
         try:
             await self._start()
         except EdgedError as exc:

@@ -228,6 +228,14 @@ class PrefixStore:
         """Wait until queued states are on disk (tests, and before an unload)."""
         self._writes.join()
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then end the writer thread (at shutdown)."""
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            self._writes.put(None)
+            writer.join(timeout_s)
+        self._writer = None
+
     def _evict(self) -> None:
         files = sorted(self.directory.glob("*.kv"), key=self._mtime, reverse=True)
         total = 0
