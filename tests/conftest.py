@@ -67,7 +67,8 @@ hypothesis_settings.load_profile("edged")
 
 # The fast lane (`scripts/test -m "not slow"`) is only fast if nothing that starts a daemon, a model
 # or a broker slips into it: such a test without the marker stops the run before anything executes.
-SLOW_FIXTURES = frozenset({"daemon", "make_daemon", "make_inprocess_daemon", "demo_model", "mosquitto_plain", "mosquitto_tls", "mosquitto_acl"})
+SLOW_FIXTURES = frozenset({"daemon", "make_daemon", "make_inprocess_daemon", "demo_model", "mosquitto_plain",
+                           "mosquitto_tls", "mosquitto_acl"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -84,7 +84,7 @@ class LogRouter:
 
 
 _installed = threading.Lock()
-_router: LogRouter | None = None
+_routers: list[LogRouter] = []  # the one router, once installed
 _original_thread_start = threading.Thread.start
 
 
@@ -107,12 +107,11 @@ def install() -> None:
     """Once per test process: structlog into the router, threads inheriting their starter's sink.
     Configured once only: loggers are cached on first use, and capture_logs() in unit tests edits the
     one processor list in place."""
-    global _router
     with _installed:
-        if _router is not None:
+        if _routers:
             return
-        _router = LogRouter()
-        configure_logging(LOG_LEVEL, "json", log_prompts=False, stream=_router)
+        _routers.append(LogRouter())
+        configure_logging(LOG_LEVEL, "json", log_prompts=False, stream=_routers[0])
         threading.Thread.start = _inherit_sink  # type: ignore[method-assign]
 
 

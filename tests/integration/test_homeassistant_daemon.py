@@ -106,7 +106,8 @@ def test_discovery_configs_templates_birth_and_forget(make_inprocess_daemon, mos
         assert not (d.state_dir / "homeassistant-discovery.json").exists()
 
 
-def test_profile_select_when_allowed_then_switching_the_section_off_removes_everything(make_inprocess_daemon, mosquitto_plain):
+def test_profile_select_when_allowed_then_switching_the_section_off_removes_everything(make_inprocess_daemon,
+                                                                                       mosquitto_plain):
     broker = mosquitto_plain
     on = make_inprocess_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON,
                                                           EDGED_HOMEASSISTANT__ALLOW_PROFILE_SELECT="true"))
