@@ -209,7 +209,11 @@ class PrefixStore:
                 self._pending.discard(key)
 
     def _write_forever(self) -> None:
-        while (item := self._writes.get()) is not None:
+        while True:
+            item = self._writes.get()
+            if item is None:  # close(): everything queued before it is written
+                self._writes.task_done()
+                return
             entry, data = item
             try:
                 atomic.write_atomic(entry.path, data, mode=0o600)
