@@ -19,23 +19,23 @@ ROOT = Path(edged.__file__).parent
 RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("edged.errors", ("edged",), "the exception tree sits below everything"),
     ("edged.topics", ("edged",), "topic names are shared vocabulary, built from nothing but strings"),
-    ("edged.transports", ("edged.engines", "edged.power", "edged.crypto", "edged.core", "edged.daemon", "edged.assembly",
+    ("edged.transports", ("edged.engines", "edged.power", "edged.crypto", "edged.core", "edged.daemon",
                           "edged.fleet", "edged.telemetry", "edged.control", "edged.clients"),
      "transports only move bytes; they reach the rest through edged.ports"),
     ("edged.core", ("edged.crypto", "edged.transports", "edged.fleet", "edged.mqtt", "edged.telemetry",
-                    "edged.daemon", "edged.assembly", "edged.clients"), "the core admits and runs requests; it knows no transport or key"),
+                    "edged.daemon", "edged.clients"), "the core admits and runs requests; it knows no transport or key"),
     ("edged.engines", ("edged.core", "edged.transports", "edged.power", "edged.crypto", "edged.fleet",
-                       "edged.mqtt", "edged.telemetry", "edged.daemon", "edged.assembly"), "an engine only turns tokens into tokens"),
+                       "edged.mqtt", "edged.telemetry", "edged.daemon"), "an engine only turns tokens into tokens"),
     ("edged.power", ("edged.core", "edged.transports", "edged.engines", "edged.crypto", "edged.fleet",
-                     "edged.mqtt", "edged.telemetry", "edged.daemon", "edged.assembly"), "power reads sensors and decides profiles"),
+                     "edged.mqtt", "edged.telemetry", "edged.daemon"), "power reads sensors and decides profiles"),
     ("edged.crypto", ("edged.transports", "edged.core", "edged.engines", "edged.power", "edged.fleet",
-                      "edged.mqtt", "edged.telemetry", "edged.daemon", "edged.assembly", "edged.clients"), "e2e-v1 is pure"),
+                      "edged.mqtt", "edged.telemetry", "edged.daemon", "edged.clients"), "e2e-v1 is pure"),
     ("edged.mqtt", ("edged.crypto", "edged.transports", "edged.fleet", "edged.core", "edged.engines",
-                    "edged.telemetry", "edged.power", "edged.daemon", "edged.assembly", "edged.clients"),
+                    "edged.telemetry", "edged.power", "edged.daemon", "edged.clients"),
      "the MQTT link library sits below everything that rides on it"),
     ("edged.telemetry", ("edged.power", "edged.transports", "edged.core", "edged.engines", "edged.crypto",
-                         "edged.fleet", "edged.daemon", "edged.assembly"), "telemetry renders records it is given"),
-    ("edged.fleet", ("edged.transports", "edged.core", "edged.daemon", "edged.assembly", "edged.clients", "edged.power"),
+                         "edged.fleet", "edged.daemon"), "telemetry renders records it is given"),
+    ("edged.fleet", ("edged.transports", "edged.core", "edged.daemon", "edged.clients", "edged.power"),
      "updates reach the device through edged.ports, topics through edged.topics"),
     ("edged.fleet.device", ("edged.fleet.depot",), "the device never runs operator or depot code"),
     ("edged.fleet.depot", ("edged.fleet.device",), "the operator's tools and the depot never run device code"),
@@ -45,9 +45,13 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("edged.fleet.messages", ("edged.fleet.device", "edged.fleet.depot"), "wire frames are shared by both sides"),
     ("edged.fleet.settings", ("edged.fleet.device", "edged.fleet.depot"), "the [updates] section is read by the config"),
     ("edged.fleet.hashing", ("edged.fleet.device", "edged.fleet.depot"), "shared by both sides"),
-    ("edged.clients", ("edged.daemon", "edged.assembly", "edged.core", "edged.engines", "edged.power", "edged.fleet",
+    ("edged.clients", ("edged.daemon", "edged.core", "edged.engines", "edged.power", "edged.fleet",
                        "edged.telemetry", "edged.control"), "a client runs on another machine than the daemon"),
 ]
+
+# Building the parts (edged.assembly) is the lifecycle owner's business: who may not import the daemon
+# may not import its composition either.
+RULES = [(who, (*never, "edged.assembly") if "edged.daemon" in never else never, why) for who, never, why in RULES]
 
 
 def module_name(path: Path) -> str:
