@@ -263,9 +263,10 @@ def _register_groups(sub: Any) -> None:
 
     fleet_keys.register(fleet_sub)
     fleet_ops.register(fleet_sub)
-    from edged.commands import fleet_command, fleet_watch
+    from edged.commands import fleet_command, fleet_rollout, fleet_watch
 
     fleet_watch.register(fleet_sub)
+    fleet_rollout.register(fleet_sub)
     fleet_command.register(fleet_sub)
 
 

@@ -20,7 +20,7 @@ from edged.errors import BadRequest
 from edged.events import Events
 from edged.power.governor import Governor
 from edged.power.profiles import Profile, load_profiles
-from edged.state import DeviceState, PowerState
+from edged.state import DeviceState, InstallState, PowerState
 
 if TYPE_CHECKING:
     from edged.core import Core
@@ -134,6 +134,13 @@ class DeviceControl:
 
     def downloads_allowed(self) -> bool:
         return self._core.profile.updates.allow_downloads
+
+    def install_state(self) -> InstallState:
+        status = self._core.status()
+        profile = self._core.profile
+        return InstallState(busy=status["queue"]["waiting"] + status["queue"]["running"] > 0, profile=profile.name,
+                            parked=profile.name == self.governor.rules.ignition_off_profile,
+                            profile_allows_installs=profile.updates.allow_installs)
 
     # ---- power profiles --------------------------------------------------------------------------
     def override_profile(self, name: str, source: str) -> dict[str, Any]:

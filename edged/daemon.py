@@ -20,6 +20,8 @@ from edged.errors import EdgedError
 from edged.events import Events
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
 from edged.systemd import Notifier
+from edged.messages import ChatRequest
+from edged.validation import prebuild
 
 if TYPE_CHECKING:
     from edged.http_service import HttpService
@@ -131,6 +133,7 @@ class Daemon:
         self.core = Core(self.worker, profiles[first.profile_name], config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
         model_loading = self._model_loading = asyncio.create_task(self.core.start(), name="model-load")
+        await asyncio.sleep(0)  # the load is handed to the worker thread before the gateway's imports run
         self.gateway = assembly.sealed_gateway(config, self.state_dir, self.events)
         self.control = DeviceControl(
             device_id=config.device_id, core=self.core, worker=self.worker, governor=governor, profiles=profiles,
@@ -148,6 +151,7 @@ class Daemon:
         self.wyoming = assembly.wyoming_transport(config, self.core, self.worker, self.control)
         if self.wyoming is not None:
             await self.wyoming.start()
+        prebuild(ChatRequest)  # the first request's validator, built while the model loads
         await model_loading  # the birth message on MQTT announces the loaded model
         self.mqtt = assembly.mqtt_session(config, core=self.core, gateway=self.gateway, control=self.control,
                                           events=self.events, state_dir=self.state_dir)

@@ -77,6 +77,11 @@ class MqttSession:
 
             self.updates = UpdateService(config.updates, self._state_dir, config.device_id, self.topics,
                                          self._core, self._control)
+            # A deferred install looks again when what it waits for may have changed (never by polling).
+            recheck = self.updates.install_gate.recheck
+            self._events.request_finished.connect(recheck, name="InstallGate.recheck")
+            self._events.profile_changed.connect(recheck, name="InstallGate.recheck")
+            self._events.reload.connect(recheck, name="InstallGate.recheck")
             features.append(self.updates)
         if config.homeassistant.enabled or HomeAssistant.announced(self._state_dir):  # off: remove what was shown
             self.homeassistant = home_assistant_for(config, self.topics, self._control, self._events, self._state_dir)
@@ -111,7 +116,9 @@ class MqttSession:
             return {"enabled": False}
         synchronised = clock_synchronised()
         return {"enabled": True, "clock_policy": updates.clock_policy, "clock_synchronised": synchronised,
-                "blocked_by_clock": not synchronised and updates.clock_policy == "reject"}
+                "blocked_by_clock": not synchronised and updates.clock_policy == "reject",
+                "install_window": updates.install_window, "install_when": updates.install_when,
+                "fleet": updates.fleet, "groups": list(updates.groups)}
 
     def stop_accepting(self) -> None:
         self.requests.stop_accepting()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from edged.engines.base import Engine, ModelInfo
     from edged.job import Job
     from edged.messages import ChatRequest
-    from edged.state import DeviceState, PowerState
+    from edged.state import DeviceState, InstallState, PowerState
 
 
 class CorePort(Protocol):
@@ -98,6 +98,7 @@ class UpdateControlPort(Protocol):
     @property
     def configured_model(self) -> Path: ...
     def downloads_allowed(self) -> bool: ...
+    def install_state(self) -> InstallState: ...
 
 
 class ApiKeyPort(Protocol):

@@ -19,6 +19,16 @@ class DeviceState:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallState:
+    """What the update service's install policy asks before it installs a downloaded release."""
+
+    busy: bool  # a request is running or queued
+    profile: str  # the active power profile
+    parked: bool  # that profile is the governor's parked one (its ignition_off_profile)
+    profile_allows_installs: bool  # the profile's [updates] allow_installs
+
+
+@dataclass(frozen=True, slots=True)
 class PowerState:
     """The power side of a device record; energy figures always name their source and scope."""
 

@@ -143,3 +143,12 @@ def ha_birth_topic(discovery_prefix: str) -> str:
 def ha_config_topic(discovery_prefix: str, component: str, node: str, key: str) -> str:
     """Where the discovery config of one entity is retained."""
     return f"{discovery_prefix}/{component}/{node}/{key}/config"
+
+
+def rollout_topic(prefix: str, fleet: str, rollout_id: str) -> str:
+    """Retained summary of a staged rollout (waves and counts), published by `edged fleet rollout`."""
+    return f"{prefix}/fleet/{fleet}/rollout/{rollout_id}"
+
+
+def fleet_rollout_filter(prefix: str) -> str:
+    return f"{prefix}/fleet/+/rollout/+"

@@ -7,7 +7,9 @@ import queue
 import time
 from typing import Any, Callable
 
-from edged.mqtt import InboundMessage, MqttLink, MqttSettings
+from edged.mqtt.inbound import InboundMessage
+from edged.mqtt.link import MqttLink
+from edged.mqtt.settings import MqttSettings
 from tests.slowdown import scaled
 
 

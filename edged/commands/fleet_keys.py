@@ -16,7 +16,7 @@ from edged.atomic import write_atomic
 from edged.fleet.hashing import HASH_BLOCK, sha256_file
 from edged.fleet.dsse import describe_validation_error
 from edged.fleet.depot.keystore import OperatorKeys, keyid_of_hex
-from edged.fleet.manifest import Artifact, ReleaseManifest, is_safe_name
+from edged.fleet.manifest import ReleaseManifest
 from edged.fleet.trust import (
     ExpiryClock,
     TrustRoot,
@@ -44,11 +44,15 @@ examples:
 """
 RELEASE_EPILOG = """\
 Hashes the model (progress on stderr), writes the signed release manifest to --out and keeps a
-copy in KEYS/releases/. Versions only go up, per channel: to roll back, release the OLD model
-file again under a NEW, higher version. ONNX model directories are not supported yet.
+copy in KEYS/releases/. --model is a .gguf file or an ONNX model directory (edged convert onnx
+makes one): every file of the directory is listed by relative path, size and SHA-256 as
+<name>/<path>, and devices check each file. A directory must hold edged_model.json and no
+symlinks. Versions only go up, per channel: to roll back, release the OLD model again under a
+NEW, higher version. Copy the model (the directory as it is) into the depot's --models.
 
 examples:
   edged fleet release --dir ./keys --model smollm2-q8.gguf --channel stable --version 7
+  edged fleet release --dir ./keys --model ./smollm2-onnx --channel stable --version 8
   edged fleet release --dir ./keys --model m.gguf --channel beta --version 3 --expires 14d \\
       --target-group lab --target-hardware rpi5 --health-prompt "Say hello." --out beta-3.json
 """
@@ -85,15 +89,16 @@ def register(fleet_subparsers: Any) -> None:
     init.add_argument("--expires-days", type=int, default=365, help="trust root lifetime in days (default 365)")
     init.set_defaults(func=cmd_init)
 
-    release = _add_command(fleet_subparsers, "release", "sign a release manifest for a model file", RELEASE_EPILOG)
+    release = _add_command(fleet_subparsers, "release", "sign a release manifest for a GGUF file or an ONNX directory",
+                           RELEASE_EPILOG)
     release.add_argument("--dir", type=Path, required=True, help="key directory made by `edged fleet init`")
-    release.add_argument("--model", type=Path, required=True, help="the model file (.gguf)")
+    release.add_argument("--model", type=Path, required=True, help="the model: a .gguf file or an ONNX model directory")
     release.add_argument("--channel", required=True, help="release channel, e.g. stable")
     release.add_argument("--version", type=int, required=True, help="release version, above every earlier one")
     release.add_argument("--fleet", default="default", help="fleet name the devices are configured with")
     release.add_argument("--expires", default="30d", help="Nd (days from now) or 2027-01-31T00:00:00Z (default 30d)")
     release.add_argument("--out", type=Path, help="where to write the signed manifest (default: only KEYS/releases/)")
-    release.add_argument("--artifact-name", help="file name on the device (default: the model's file name)")
+    release.add_argument("--artifact-name", help="file or directory name on the device (default: the model's own name)")
     release.add_argument(
         "--target-device", action="append", default=[], metavar="ID", help="only device ID (repeat for several)"
     )
@@ -160,22 +165,19 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from edged.fleet.depot.listing import hashed_artifacts, model_files, placeholder_artifacts
+
     keys = OperatorKeys(args.dir)
+    is_directory = args.model.is_dir() and not args.model.is_symlink()
     name = args.artifact_name or args.model.name
-    if args.model.is_dir():
-        raise ConfigError(f"{args.model} is a directory: ONNX model directories are not supported yet")
-    if args.model.suffix != ".gguf":
-        raise ConfigError(f"{args.model}: only single .gguf model files can be released for now")
-    if not is_safe_name(name):
-        raise ConfigError(f"{name!r} is not a safe file name (letters, digits, . _ -; no '..', no leading dot)")
     document: dict[str, Any] = {
         "fleet": args.fleet,
         "channel": args.channel,
         "version": args.version,
         "expires": _parse_expires(args.expires),
         "targets": {"devices": args.target_device, "groups": args.target_group, "hardware": args.target_hardware},
-        # Placeholder until the model is hashed, so that bad options fail before a long hash.
-        "artifacts": [{"name": name, "size": 1, "sha256": "0" * 64, "format": "gguf"}],
+        # Placeholder until the model is listed and hashed, so that bad options fail before a long hash.
+        "artifacts": [{"name": "placeholder.gguf", "size": 1, "sha256": "0" * 64, "format": "gguf"}],
         "chunk_size": args.chunk_size,
     }
     if args.health_prompt:
@@ -191,14 +193,22 @@ def cmd_release(args: argparse.Namespace) -> int:
     if draft.expires <= utc_now():
         raise ConfigError(f"--expires {args.expires}: that time has passed")
     keys.check_next_version(draft.channel, draft.version)
-    size, sha256 = _hash_file(args.model)
-    artifact = Artifact(name=name, size=size, sha256=sha256, format="gguf")
-    manifest = draft.model_copy(update={"artifacts": [artifact]})
+    files = model_files(args.model, args.artifact_name)
+    artifacts = hashed_artifacts(files, placeholder_artifacts(files, is_directory), _hash_file)
+    manifest = draft.model_copy(update={"artifacts": artifacts})
     signed = keys.sign_release(manifest)
     if args.out:
         _write_output(args.out, signed)
     where = args.out or args.dir / "releases" / f"{manifest.channel}-{manifest.version}.json"
-    print(f"signed {manifest.fleet}/{manifest.channel} v{manifest.version}: {name} {size} bytes sha256 {sha256}")
+    total = sum(a.size for a in artifacts)
+    if is_directory:
+        print(f"signed {manifest.fleet}/{manifest.channel} v{manifest.version}: ONNX directory {name}, "
+              f"{len(artifacts)} files, {total} bytes")
+        for artifact in artifacts:
+            print(f"  {artifact.name} {artifact.size} bytes sha256 {artifact.sha256}")
+    else:
+        print(f"signed {manifest.fleet}/{manifest.channel} v{manifest.version}: {name} {total} bytes "
+              f"sha256 {artifacts[0].sha256}")
     print(f"  expires {format_timestamp(manifest.expires)}; manifest written to {where}")
     return 0
 

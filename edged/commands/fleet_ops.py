@@ -16,14 +16,15 @@ from typing import Any, Final
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
 from edged.errors import ConfigError
 
-STATES: Final = ("idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back",
-                 "failed")
+STATES: Final = ("idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected",
+                 "rolled_back", "failed")
 SETTLE_S: Final = 0.5  # --once: retained messages arrive right after subscribing; this much quiet means all came
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEPOT_EPILOG = """\
-Serves the chunks of every release signed in KEYS/releases/ whose model file is in --models (found
-by SHA-256, the artifact name is tried first). Devices pull: they publish requests on
+Serves the chunks of every release signed in KEYS/releases/ whose model files are in --models (found
+by SHA-256, the artifact name is tried first: copy an ONNX directory in as it is, so that
+--models/<directory>/<file> holds each file of the release). Devices pull: they publish requests on
 <prefix>/<device>/update/pull and the depot answers on <prefix>/<device>/update/chunks. Requests come
 through the MQTT shared subscription $share/<group>/<prefix>/+/update/pull, so start several depots
 with the same --share-group (on one or more machines) and the broker splits the load between them.
@@ -48,14 +49,16 @@ examples:
 """
 STATUS_EPILOG = """\
 Reads the retained <prefix>/+/update/state and <prefix>/+/status topics: each device's update state
-(idle, downloading (pct), paused, verifying, installing, active, rejected (reason),
-rolled_back (reason), failed (reason)), the release it concerns and the model it serves.
+(idle, downloading (pct), paused, verifying, deferred (reason: downloaded, waiting for its install
+window or policy), installing, active, rejected (reason), rolled_back (reason), failed (reason)),
+the release it concerns and the model it serves.
 
 examples:
   edged fleet status --mqtt mqtt://broker.local:1883 --once
   edged fleet status --mqtt mqtt://broker.local:1883 --json --timeout 60 > rollout.jsonl
   edged fleet status --mqtt mqtt://broker.local:1883 --device pi-1 --device pi-2 --until active \\
       --version 7 --timeout 900
+  edged fleet status --mqtt mqtt://broker.local:1883 --until deferred,active --version 7 --timeout 3600
 """
 
 
@@ -65,7 +68,8 @@ def register(fleet_sub: Any) -> None:
                                  epilog=DEPOT_EPILOG, formatter_class=_FORMATTER)
     add_mqtt_arguments(depot)
     depot.add_argument("--dir", type=Path, required=True, help="key directory (KEYS/root.json, KEYS/releases/)")
-    depot.add_argument("--models", type=Path, required=True, help="directory with the released model files")
+    depot.add_argument("--models", type=Path, required=True,
+                       help="directory with the released GGUF files and ONNX directories")
     depot.add_argument("--share-group", default="depot", help="shared-subscription group (default depot); "
                                                               "'' = a plain subscription (a single depot)")
     depot.add_argument("--workers", type=int, default=2, help="threads reading and publishing chunks (default 2)")

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
-from edged.topics import fleet_status_filter, fleet_telemetry_filter
+from edged.topics import fleet_rollout_filter, fleet_status_filter, fleet_telemetry_filter
 
 REFRESH_S = 1.0
+ENDED_SHOWN_S = 3600.0  # a finished or aborted rollout stays in the table for an hour, in one line
+ROLLOUT_COLUMNS = ("wave", "phase", "devices", "active", "failed", "in progress", "deferred", "pending", "offline")
 COLUMNS = ("device", "status", "model", "profile", "last telemetry", "ttft p50 ms", "tok/s p50", "power W", "energy J")
 
 
@@ -72,6 +74,30 @@ def render_table(devices: dict[str, DeviceView], now: float) -> str:
     return "\n".join(lines)
 
 
+def render_rollouts(rollouts: dict[str, dict[str, Any]], now: float) -> str:
+    """The retained summaries of `edged fleet rollout`: waves and counts of running or paused ones."""
+    lines = []
+    for topic in sorted(rollouts):
+        summary = rollouts[topic]
+        phase, reason = str(summary.get("phase", "?")), summary.get("reason")
+        head = f"rollout {str(summary.get('id', topic))[:80]}: {phase}" + (f" ({str(reason)[:160]})" if reason else "")
+        if phase not in ("running", "paused"):
+            updated = summary.get("updated_unix_ms")
+            if isinstance(updated, (int, float)) and now - updated / 1000 < ENDED_SHOWN_S:
+                lines.append(head)
+            continue
+        wave = summary.get("wave")
+        listed = summary.get("waves")
+        waves = [w for w in listed if isinstance(w, dict)][:32] if isinstance(listed, list) else []
+        lines.append(head + (f", wave {wave} of {len(waves)}" if wave else ""))
+        rows = [ROLLOUT_COLUMNS] + [tuple(str(w.get(k, "-"))[:24] for k in (
+            "wave", "phase", "total", "succeeded", "failed", "in_progress", "deferred", "pending", "offline"))
+            for w in waves]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(ROLLOUT_COLUMNS))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
 def device_from_topic(topic: str, prefix: str) -> str | None:
     parts = topic[len(prefix) + 1:].split("/") if topic.startswith(prefix + "/") else []
     return parts[0] if len(parts) == 2 else None
@@ -83,10 +109,13 @@ def cmd_fleet_watch(args: argparse.Namespace) -> int:
     settings = mqtt_settings(args)
     inbox: queue.Queue[Any] = queue.Queue(maxsize=10_000)
     link = MqttLink(settings, client_id=f"edged-watch-{int(time.time())}")
-    for topic_filter in (fleet_status_filter(settings.topic_prefix), fleet_telemetry_filter(settings.topic_prefix)):
+    for topic_filter in (fleet_status_filter(settings.topic_prefix), fleet_telemetry_filter(settings.topic_prefix),
+                         fleet_rollout_filter(settings.topic_prefix)):
         link.subscribe(topic_filter, 1, lambda m: inbox.put_nowait(m) if not inbox.full() else None)
     link.start()
     devices: dict[str, DeviceView] = {}
+    rollouts: dict[str, dict[str, Any]] = {}
+    rollout_head = f"{settings.topic_prefix}/fleet/"
     end = time.monotonic() + args.duration if args.duration else None
     tty = sys.stdout.isatty() and not args.json
     try:
@@ -100,8 +129,14 @@ def cmd_fleet_watch(args: argparse.Namespace) -> int:
                 device_id = device_from_topic(message.topic, settings.topic_prefix)
                 try:
                     data = json.loads(message.payload)
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                     continue  # not ours to judge; the table shows what parses
+                if message.topic.startswith(rollout_head) and "/rollout/" in message.topic:
+                    if isinstance(data, dict) and len(rollouts) < 100:
+                        rollouts[message.topic] = data
+                        if args.json:
+                            print(json.dumps({"rollout": data}), flush=True)
+                    continue
                 if device_id is None or not isinstance(data, dict):
                     continue
                 view = devices.setdefault(device_id, DeviceView(device_id))
@@ -112,22 +147,29 @@ def cmd_fleet_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(view.as_json()), flush=True)
             if tty:
-                sys.stdout.write("\x1b[H\x1b[2J" + render_table(devices, time.time()) + "\n")
+                sys.stdout.write("\x1b[H\x1b[2J" + _screen(devices, rollouts) + "\n")
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     finally:
         link.stop()
     if not tty and not args.json:
-        print(render_table(devices, time.time()))
+        print(_screen(devices, rollouts))
     return 0
+
+
+def _screen(devices: dict[str, DeviceView], rollouts: dict[str, dict[str, Any]]) -> str:
+    now = time.time()
+    shown = render_rollouts(rollouts, now)
+    return render_table(devices, now) + ("\n\n" + shown if shown else "")
 
 
 def register(fleet_sub: Any) -> None:
     watch = fleet_sub.add_parser(
         "watch", help="live table of devices: status, model, profile, telemetry, latency, energy",
-        description="Watch the fleet through the broker: retained status (online/offline/stopped) and the "
-                    "periodic device telemetry of every device under the topic prefix.",
+        description="Watch the fleet through the broker: retained status (online/offline/stopped), the "
+                    "periodic device telemetry of every device under the topic prefix, and the waves and counts "
+                    "of a staged rollout (`edged fleet rollout`) while one runs.",
         epilog="examples:\n  edged fleet watch --mqtt mqtt://broker.local:1883\n"
                "  edged fleet watch --mqtt mqtt://broker.local:1883 --json --duration 30 > fleet.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
 )
-from pydantic import Field
-
 from edged.crypto import wire
 from edged.crypto.clock import ClockPolicy
 from edged.crypto.replay import ReplayCache, ReplayVerdict
@@ -26,20 +24,12 @@ from edged.crypto.response import ResponseSealer
 from edged.crypto.response_topic import response_topic_allowed
 from edged.errors import ClockNotSynchronised, EnvelopeRejected, InnerParseError
 from edged.topics import LOCAL_TOPIC
-from edged.validation import StrictModel
+from edged.crypto.settings import DEFAULT_WINDOW as DEFAULT_WINDOW, TimestampWindow as TimestampWindow
 
 # The spec's module-level suite; tests swap it to prove the size check runs before any crypto.
 _SUITE = wire.HPKE_SUITE
 
 
-class TimestampWindow(StrictModel):
-    """How far a request's ts_ms may lie from the device clock."""
-
-    past_s: float = Field(default=120.0, ge=1.0, le=3600.0, description="oldest accepted request age, seconds")
-    future_s: float = Field(default=30.0, ge=0.0, le=600.0, description="largest accepted clock lead of a client, seconds")
-
-
-DEFAULT_WINDOW = TimestampWindow()
 
 
 class PrekeyLookup(Protocol):

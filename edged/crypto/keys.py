@@ -13,13 +13,12 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from pydantic import Field, model_validator
 
 from edged.crypto import wire
 from edged.atomic import write_atomic
 from edged.crypto.prekey import PrekeyInfo, build_prekey_record
 from edged.errors import ConfigError
-from edged.validation import StrictModel
+from edged.crypto.settings import PrekeySchedule as PrekeySchedule
 
 logger = structlog.get_logger(__name__)
 
@@ -111,23 +110,6 @@ class DeviceIdentity:
 
     def __repr__(self) -> str:
         return f"DeviceIdentity(fingerprint={self.fingerprint})"
-
-
-class PrekeySchedule(StrictModel):
-    """When prekeys are made, how long they are valid and how long their private keys are kept."""
-
-    rotate_every_s: int = Field(default=12 * 3600, ge=60, le=7 * 86400, description="make a new prekey this often")
-    valid_for_s: int = Field(default=24 * 3600, ge=120, le=30 * 86400, description="validity of each prekey from creation")
-    not_before_skew_s: int = Field(default=60, ge=0, le=3600,
-                                   description="not_before lies this far in the past, for clients whose clock lags")
-    keep_after_expiry_s: int = Field(default=120, ge=0, le=3600,
-                                     description="keep the private key this long after not_after (the window's past)")
-
-    @model_validator(mode="after")
-    def _overlap(self) -> PrekeySchedule:
-        if self.valid_for_s <= self.rotate_every_s:
-            raise ValueError("valid_for_s must exceed rotate_every_s so consecutive prekeys overlap")
-        return self
 
 
 @dataclass(frozen=True, slots=True)

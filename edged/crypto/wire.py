@@ -9,6 +9,20 @@ from typing import Final
 
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
+from edged.crypto.limits import (  # the sizes live apart so the config can read them without cryptography
+    HEADER_LEN as HEADER_LEN,
+    ENC_LEN as ENC_LEN,
+    TAG_LEN as TAG_LEN,
+    KEY_LEN as KEY_LEN,
+    SIG_LEN as SIG_LEN,
+    REQ_ID_LEN as REQ_ID_LEN,
+    PREKEY_ID_LEN as PREKEY_ID_LEN,
+    RESP_SECRET_LEN as RESP_SECRET_LEN,
+    MAX_RESP_TOPIC_BYTES as MAX_RESP_TOPIC_BYTES,
+    MIN_INNER_LEN as MIN_INNER_LEN,
+    MIN_REQUEST_LEN as MIN_REQUEST_LEN,
+    DEFAULT_MAX_REQUEST_BYTES as DEFAULT_MAX_REQUEST_BYTES,
+)
 from edged.errors import InnerParseError
 
 VERSION: Final = 0x01
@@ -16,19 +30,6 @@ TYPE_REQUEST: Final = 0x01
 TYPE_RESPONSE: Final = 0x02
 SUITE_X25519_SHA256_CHACHA: Final = 0x0001
 
-HEADER_LEN: Final = 36
-ENC_LEN: Final = 32
-TAG_LEN: Final = 16
-KEY_LEN: Final = 32
-SIG_LEN: Final = 64
-REQ_ID_LEN: Final = 16
-PREKEY_ID_LEN: Final = 8
-RESP_SECRET_LEN: Final = 32
-MAX_RESP_TOPIC_BYTES: Final = 512
-# client_pub + resp_secret + lp16 length + body_len + sig, with an empty topic and an empty body.
-MIN_INNER_LEN: Final = KEY_LEN + RESP_SECRET_LEN + 2 + 4 + SIG_LEN
-MIN_REQUEST_LEN: Final = HEADER_LEN + ENC_LEN + MIN_INNER_LEN + TAG_LEN
-DEFAULT_MAX_REQUEST_BYTES: Final = 256 * 1024
 
 PREKEY_ID_LABEL: Final = b"edged/v1 prekey-id\0"
 PREKEY_SIGNATURE_LABEL: Final = b"edged/v1 prekey\0"

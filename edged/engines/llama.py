@@ -113,11 +113,12 @@ class LlamaEngine(Engine):
         self._grammars = None
         self._cached = []
         if self._prefixes is not None:
-            # The KV layout depends on the build, the context size and the cache type, not on threads or batch.
+            # The KV layout depends on the build and the cache type, not on threads, batch or the context
+            # size (a sequence's state is its cells; measured: a prefix saved at n_ctx 4096 restores at
+            # 2048 and 512 with the same greedy answer), so a profile switch that only resizes starts warm.
             backend = llama_backend.cpu_backend()
-            self._prefixes.open(self._path, f"{backend.engine_version}:{backend.ggml_commit}:"
-                                            f"{self._n_ctx}:{settings.kv_cache_type}")
-            recent = self._prefixes.most_recent()
+            self._prefixes.open(self._path, f"{backend.engine_version}:{backend.ggml_commit}:{settings.kv_cache_type}")
+            recent = self._prefixes.most_recent(shorter_than=self._n_ctx)
             if recent is not None:
                 self._restore(recent)
         info = ModelInfo(name=meta.get("general.name", self._path.stem), path=str(self._path), format="gguf",

@@ -125,9 +125,10 @@ class PrefixStore:
                 best = entry
         return best
 
-    def most_recent(self) -> PrefixEntry | None:
+    def most_recent(self, shorter_than: int | None = None) -> PrefixEntry | None:
+        """The newest entry (of fewer than ``shorter_than`` tokens: one that fits the context)."""
         with self._lock:
-            entries = list(self._entries.values())
+            entries = [e for e in self._entries.values() if shorter_than is None or len(e.tokens) < shorter_than]
         if not entries:
             return None
         return max(entries, key=lambda e: self._mtime(e.path))

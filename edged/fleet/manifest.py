@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Final
@@ -16,7 +15,10 @@ from edged.errors import AlreadyAccepted, ConfigError, UnverifiedOffer, UpdateEr
 from edged.strictmodes import unsafe_reason
 from edged import atomic
 from edged.fleet import dsse
+from edged.fleet.artifacts import ReleaseLayout, layout_of
+from edged.fleet.artifacts import is_safe_name as is_safe_name  # re-exported for the operator tools
 from edged.fleet.trust import ExpiryClock, TrustStore, UtcTimestamp
+from edged.fleet.names import GIB as GIB, Name as Name
 from edged.validation import StrictModel
 
 logger = structlog.get_logger(__name__)
@@ -25,23 +27,20 @@ RELEASE_PAYLOAD_TYPE: Final = "application/vnd.edged.release+json"
 KNOWN_FORMATS: Final = ("gguf", "onnx-dir")
 MIN_CHUNK_SIZE: Final = 16 * 1024
 MAX_CHUNK_SIZE: Final = 1024 * 1024
-GIB: Final = 1024**3
 MAX_CHANNELS: Final = 256
-# ASCII only, no separators, no leading dot; ".." and our own temp suffixes are refused separately.
-_SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_RESERVED_SUFFIXES: Final = (".partial", ".tmp", ".bitmap")
+MAX_RELEASE_FILES: Final = 16  # an ONNX directory is graph, weights, tokenizer, edged_model.json: room to spare
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="short ASCII identifier")]
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,128}$", description="a device id as in the config")]
 
 
 class Artifact(StrictModel):
     """One file the release installs, bound by size and SHA-256."""
 
-    name: str = Field(min_length=1, max_length=128, description="file name in the model slot; no paths")
+    name: str = Field(min_length=1, max_length=128,
+                      description="gguf: the file name in the model slot; onnx-dir: <directory>/<relative path>")
     size: int = Field(ge=1, le=2**53, description="exact size in bytes; also the download's hard cap")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex SHA-256 of the whole file")
-    format: str = Field(min_length=1, max_length=32, description="artifact format, e.g. gguf")
+    format: str = Field(min_length=1, max_length=32, description="gguf, or onnx-dir for each file of an ONNX directory")
 
 
 class TargetSelector(StrictModel):
@@ -69,7 +68,8 @@ class ReleaseManifest(StrictModel):
     version: int = Field(ge=1, le=2**63 - 1, description="strictly increasing per channel")
     expires: UtcTimestamp = Field(description="RFC 3339 UTC; the manifest is refused from this instant on")
     targets: TargetSelector = Field(default_factory=TargetSelector, description="empty lists = every device")
-    artifacts: list[Artifact] = Field(min_length=1, max_length=16, description="the files of this release")
+    artifacts: list[Artifact] = Field(min_length=1, max_length=MAX_RELEASE_FILES,
+                                      description="the files of this release: one GGUF, or an ONNX directory's files")
     chunk_size: int = Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE, description="bytes per transfer chunk")
     health_check: HealthCheck | None = Field(default=None, description="optional post-install smoke test")
 
@@ -108,7 +108,8 @@ class ArtifactLimits(StrictModel):
 
     max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="cap per artifact")
     max_total_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="cap for all artifacts together")
-    max_artifacts: int = Field(default=16, ge=1, le=16, description="files per release this device installs")
+    max_artifacts: int = Field(default=MAX_RELEASE_FILES, ge=1, le=MAX_RELEASE_FILES,
+                               description="files per release this device installs")
     allowed_formats: list[str] = Field(
         default_factory=lambda: ["gguf"], max_length=len(KNOWN_FORMATS), description=f"subset of {KNOWN_FORMATS}"
     )
@@ -119,29 +120,22 @@ class ArtifactLimits(StrictModel):
             raise ValueError(f"unknown formats {sorted(unknown)}; known: {KNOWN_FORMATS}")
         return self
 
-    def check(self, artifacts: list[Artifact]) -> None:
-        if len(artifacts) > self.max_artifacts:  # before the version is recorded: refused, not half-accepted
-            raise UpdateError("artifact", f"this device installs {self.max_artifacts} model file(s) per release, "
+    def check(self, artifacts: list[Artifact]) -> ReleaseLayout:
+        """The release's layout if this device takes it; all before the version is recorded (refused, not half-accepted)."""
+        if len(artifacts) > self.max_artifacts:
+            raise UpdateError("artifact", f"this device installs at most {self.max_artifacts} file(s) per release, "
                                           f"not {len(artifacts)}")
-        seen: set[str] = set()
         for artifact in artifacts:
-            if not is_safe_name(artifact.name):
-                raise UpdateError("artifact", f"unsafe artifact name {artifact.name[:40]!r}")
-            if artifact.name.lower() in seen:
-                raise UpdateError("artifact", f"artifact name {artifact.name!r} appears twice")
-            seen.add(artifact.name.lower())
             if artifact.format not in self.allowed_formats:
                 raise UpdateError("artifact", f"format {artifact.format[:32]!r} is not one of {self.allowed_formats}")
+        layout = layout_of(artifacts)  # paths, duplicates, one model, edged_model.json
+        for artifact in artifacts:
             if artifact.size > self.max_artifact_bytes:
                 raise UpdateError("artifact", f"{artifact.name} is over the {self.max_artifact_bytes}-byte cap")
-        total = sum(artifact.size for artifact in artifacts)
-        if total > self.max_total_bytes:
-            raise UpdateError("artifact", f"artifacts total {total} bytes, over the {self.max_total_bytes} cap")
-
-
-def is_safe_name(name: str) -> bool:
-    """A plain file name: no path separators, no ``..``, not hidden, not one of our temp suffixes."""
-    return bool(_SAFE_NAME.fullmatch(name)) and ".." not in name and not name.endswith(_RESERVED_SUFFIXES)
+        if layout.total_size > self.max_total_bytes:
+            raise UpdateError("artifact", f"artifacts total {layout.total_size} bytes, over the "
+                                          f"{self.max_total_bytes} cap")
+        return layout
 
 
 class ChannelRecord(StrictModel):

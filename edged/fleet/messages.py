@@ -119,7 +119,8 @@ def parse_chunk(payload: bytes) -> ChunkFrame:
 
 
 UpdatePhase = Literal[
-    "idle", "verifying", "downloading", "paused", "installing", "active", "rejected", "rolled_back", "failed"
+    "idle", "verifying", "downloading", "paused", "deferred", "installing", "active", "rejected", "rolled_back",
+    "failed",
 ]
 
 
@@ -132,7 +133,7 @@ class ActiveModel(StrictModel):
     """What the device serves now: a slot installed by an update, or the configured model (slot None)."""
 
     slot: str | None = Field(default=None, description="slot-a, slot-b, or None for the configured model")
-    model: str = Field(max_length=256, description="model file name")
+    model: str = Field(max_length=256, description="the GGUF file or ONNX directory name")
     release: ReleaseRef | None = Field(default=None, description="the release that installed it")
 
 
@@ -141,7 +142,8 @@ class UpdateStateReport(StrictModel):
 
     device_id: str = Field(max_length=128, description="the device")
     state: UpdatePhase = Field(description="what the device is doing or what happened last")
-    reason: str | None = Field(default=None, max_length=64, description="machine word for rejected/failed/rolled_back")
+    reason: str | None = Field(default=None, max_length=64,
+                               description="machine word for paused/deferred/rejected/failed/rolled_back")
     detail: str | None = Field(default=None, max_length=300, description="one line for people")
     release: ReleaseRef | None = Field(default=None, description="the release this state is about")
     step: str | None = Field(default=None, max_length=32, description="the journal step of that release")

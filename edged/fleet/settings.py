@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from edged.fleet.manifest import GIB, ArtifactLimits, FleetMembership, Name
+from edged.fleet.install_window import MAX_WINDOW_TEXT, InstallWindow, parse_window
+from edged.fleet.names import GIB, Name
 from edged.crypto.clock import UpdateClockPolicy, update_clock_policy
-from edged.fleet.trust import ExpiryClock
 from edged.validation import StrictModel
+
+if TYPE_CHECKING:  # the documents' code is imported when an update is handled, not with the config
+    from edged.fleet.manifest import ArtifactLimits, FleetMembership
+    from edged.fleet.trust import ExpiryClock
 
 # Defaults with the reason for each value.
 DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024  # in flight: fills a LAN round trip (about 75 MB/s locally), small for a Pi
@@ -19,6 +23,8 @@ DEFAULT_MAX_RETRIES = 8  # per chunk; past that the depot is gone and the downlo
 DEFAULT_RETRY_AFTER_S = 300.0  # a failed download is tried again after this long (or on the next offer)
 DEFAULT_PROGRESS_S = 2.0  # retained progress reports at most this often: a fleet of them is broker load
 DEFAULT_SYNC_BYTES = 8 * 1024 * 1024  # fsync data, then the bitmap, every 8 MiB: bounds work lost on power cut
+
+InstallWhen = Literal["any", "idle", "parked"]
 
 
 class UpdateSettings(StrictModel):
@@ -42,7 +48,9 @@ class UpdateSettings(StrictModel):
         "(reason clock) until NTP has synced; 'trust-system-clock' checks expiry against the local clock anyway "
         "(no time source at all); the older 'require_sync' and 'trust_local' are still read",
     )
-    max_artifact_bytes: int = Field(default=8 * GIB, ge=1, le=2**53, description="largest model file accepted")
+    max_artifact_bytes: int = Field(
+        default=8 * GIB, ge=1, le=2**53,
+        description="largest model accepted: a GGUF file, or all the files of an ONNX directory together")
     window_bytes: int = Field(
         default=DEFAULT_WINDOW_BYTES, ge=16 * 1024, le=256 * 1024 * 1024,
         description="bytes of chunks requested and not yet received (at least one chunk)",
@@ -79,6 +87,25 @@ class UpdateSettings(StrictModel):
         default=120, ge=1, le=3600, description="health-check time (load plus answer) when the manifest sets none"
     )
 
+    install_window: str | None = Field(
+        default=None, max_length=MAX_WINDOW_TEXT,
+        description="local times HH:MM-HH:MM (may cross midnight, e.g. 22:00-05:00) when a downloaded release "
+        "may be installed; absent = at any time. Downloads go on outside it",
+    )
+    install_when: InstallWhen = Field(
+        default="any",
+        description="'any'; 'idle': no request in flight or queued; 'parked': the governor's parked profile "
+        "(ignition_off_profile) is active. Checked with install_window before each install",
+    )
+
+    @field_validator("install_window")
+    @classmethod
+    def _window_parses(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_window(value))
+
+    def window(self) -> InstallWindow | None:
+        return None if self.install_window is None else parse_window(self.install_window)
+
     @model_validator(mode="after")
     def _window_holds_a_request(self) -> Self:
         if self.request_bytes > self.window_bytes:
@@ -92,14 +119,20 @@ class UpdateSettings(StrictModel):
         return max(1, min(self.request_bytes // chunk_size, self.window_chunks(chunk_size)))
 
     def membership(self, device_id: str) -> FleetMembership:
+        from edged.fleet.manifest import FleetMembership
+
         return FleetMembership(
             fleet=self.fleet, device_id=device_id, groups=frozenset(self.groups), hardware=frozenset(self.hardware)
         )
 
     def limits(self) -> ArtifactLimits:
-        # One GGUF file per release for now, so the total cap is the per-file cap.
+        from edged.fleet.manifest import KNOWN_FORMATS, MAX_RELEASE_FILES, ArtifactLimits
+
+        # A release is one model (a GGUF file or an ONNX directory): the cap is for the whole model.
         return ArtifactLimits(max_artifact_bytes=self.max_artifact_bytes, max_total_bytes=self.max_artifact_bytes,
-                              max_artifacts=1)
+                              max_artifacts=MAX_RELEASE_FILES, allowed_formats=list(KNOWN_FORMATS))
 
     def expiry_clock(self) -> ExpiryClock:
+        from edged.fleet.trust import ExpiryClock
+
         return ExpiryClock(policy=self.clock_policy)

@@ -105,6 +105,8 @@ def update_state(report: UpdateStateReport | None, model_name: str) -> bytes:
             payload["in_progress"] = True
             if report.state in ("downloading", "paused") and report.progress_pct is not None:
                 payload["update_percentage"] = round(report.progress_pct, 1)
+        elif report.state == "deferred":  # downloaded, waiting for its install window or policy: pending
+            payload["latest_version"] = offered
         summary = f"{offered}: {report.label()}" + (f"; {report.detail}" if report.detail else "")
         payload["release_summary"] = summary[:MAX_SUMMARY]
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

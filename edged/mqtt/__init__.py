@@ -1,26 +1,5 @@
-"""MQTT link of edged: a disciplined paho-mqtt 2.x client, its settings and its asyncio bridge."""
+"""MQTT link of edged: a disciplined paho-mqtt 2.x client (link.py), its settings and its asyncio bridge.
 
-from edged.mqtt.connection import LinkCounters, LinkEvent
-from edged.errors import InvalidTopicError
-from edged.mqtt.inbound import AsyncInbox, InboundHandler, InboundMessage
-from edged.mqtt.link import ConnectionHook, MqttLink, WillFactory
-from edged.mqtt.publishing import PublishHandle, StatusMessage
-from edged.mqtt.settings import MqttSettings
-from edged.mqtt.url import BrokerUrl, parse_broker_url
-
-__all__ = [
-    "AsyncInbox",
-    "BrokerUrl",
-    "ConnectionHook",
-    "InboundHandler",
-    "InboundMessage",
-    "InvalidTopicError",
-    "LinkCounters",
-    "LinkEvent",
-    "MqttLink",
-    "MqttSettings",
-    "PublishHandle",
-    "StatusMessage",
-    "WillFactory",
-    "parse_broker_url",
-]
+Nothing is imported here: ``edged.config`` needs only ``edged.mqtt.settings``, and importing paho for
+it would cost every daemon start (and every ``edged`` command) the MQTT client it may never use.
+"""

@@ -109,10 +109,13 @@ class IdleSettings(StrictModel):
 
 
 class ProfileUpdates(StrictModel):
-    """Whether fleet model updates may use the network and disk while this profile is active."""
+    """Whether fleet model updates may use the network and disk, and switch models, while this profile is active."""
 
 
     allow_downloads: bool = Field(description="true lets model update downloads run")
+    allow_installs: bool = Field(
+        default=True, description="optional, default true: false keeps a downloaded release waiting (state "
+        "deferred, reason profile) until a profile that allows installs is active")
 
 
 class Profile(StrictModel):

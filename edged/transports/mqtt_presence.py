@@ -74,7 +74,16 @@ class Presence(MqttFeature):
             os.replace(tmp, self._bdseq_file)
         except OSError as exc:  # a read-only state dir must not stop the connection
             logger.warning("cannot persist mqtt bdseq", error=str(exc))
-        return StatusMessage(topic=self._topics.status, payload=self._status("offline"), retain=True)
+        return StatusMessage(topic=self._topics.status, payload=self._status("offline", **self._membership()),
+                             retain=True)
+
+    def _membership(self) -> dict[str, Any]:
+        """The will and `stopped` keep the device's fleet and groups, so that `edged fleet rollout` counts a
+        device that is offline now in its groups (as pending)."""
+        if self._updates is None:
+            return {}
+        updates = self._updates_published or self._updates()
+        return {"updates": {key: updates[key] for key in ("enabled", "fleet", "groups") if key in updates}}
 
     def birth(self) -> None:
         """On every connect: the retained `online` status and the current prekey record."""
@@ -94,5 +103,6 @@ class Presence(MqttFeature):
             self._link.publish(self._topics.prekey, self._control.prekey_record(), qos=1, retain=True)
 
     def stopped_message(self) -> StatusMessage:
-        return StatusMessage(topic=self._topics.status, payload=self._status("stopped", version=__version__),
+        return StatusMessage(topic=self._topics.status, payload=self._status("stopped", version=__version__,
+                                                                              **self._membership()),
                              retain=True)

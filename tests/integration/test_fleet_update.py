@@ -23,7 +23,8 @@ from edged.fleet.messages import parse_state
 from edged.fleet.depot.operator import push
 from edged.testing import PAUSE_ENV
 from edged.fleet.trust import ExpiryClock, TrustStore, utc_now
-from edged.mqtt import InboundMessage, MqttSettings
+from edged.mqtt.inbound import InboundMessage
+from edged.mqtt.settings import MqttSettings
 from tests.daemon import REPO, DaemonProcess
 from tests.e2e_keys import edged
 from tests.mosquitto import Mosquitto

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edged.crypto.keys import load_private_key_file
-from edged.mqtt import MqttSettings
+from edged.mqtt.settings import MqttSettings
 from edged.errors import RemoteError
 from edged.clients.mqtt import SealedMqttClient
 from tests.e2e_keys import device_identity, new_client

@@ -19,7 +19,11 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from edged.mqtt import InboundMessage, LinkEvent, MqttLink, MqttSettings, StatusMessage
+from edged.mqtt.inbound import InboundMessage
+from edged.mqtt.connection import LinkEvent
+from edged.mqtt.link import MqttLink
+from edged.mqtt.settings import MqttSettings
+from edged.mqtt.publishing import StatusMessage
 from edged.mqtt import connection as supervisor_module
 from tests.mosquitto import Mosquitto, free_port, mosquitto_acl, mosquitto_plain, mosquitto_tls  # noqa: F401
 from tests.slowdown import scaled
@@ -228,7 +232,9 @@ def test_broker_restart_reconnects_resubscribes_and_flushes_the_queue(
 # The will is made by a factory before each attempt, so it can carry the attempt number.
 CHILD = """
 import itertools, sys, time
-from edged.mqtt import MqttLink, MqttSettings, StatusMessage
+from edged.mqtt.link import MqttLink
+from edged.mqtt.settings import MqttSettings
+from edged.mqtt.publishing import StatusMessage
 url, topic = sys.argv[1], sys.argv[2]
 attempts = itertools.count(1)
 link = MqttLink(MqttSettings(url=url, backoff_min_s=0.05), client_id="will-child",

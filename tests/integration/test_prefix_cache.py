@@ -70,13 +70,35 @@ def test_a_corrupt_state_is_ignored_and_the_answer_is_unchanged(demo_model: Path
     fresh.unload()
 
 
-def test_another_context_size_never_gets_the_state(demo_model: Path, tmp_path: Path) -> None:
+def test_another_context_size_gets_the_state_with_the_same_answer(demo_model: Path, tmp_path: Path) -> None:
+    # A profile switch that changes only the context size (performance 4096 -> balanced 2048) starts warm.
     store_dir = tmp_path / "prefix-cache"
     engine = engine_with_store(demo_model, store_dir)
     ask(engine, "Where is the next stop?")
     engine._prefixes.flush()  # type: ignore[union-attr]
     engine.unload()
-    other = engine_with_store(demo_model, store_dir, EngineSettings(threads=2, batch=256, context=2048))
-    _, cached = ask(other, "Is the door locked?")
-    assert cached == 0
+    smaller = EngineSettings(threads=2, batch=256, context=512)
+    plain = LlamaEngine(demo_model)
+    plain.load(smaller)
+    expected, _ = ask(plain, "Is the door locked?")
+    plain.unload()
+    other = engine_with_store(demo_model, store_dir, smaller)
+    answer, cached = ask(other, "Is the door locked?")
+    assert cached > 250 and answer == expected
     other.unload()
+
+
+def test_a_state_longer_than_the_context_is_skipped_and_kept(demo_model: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "prefix-cache"
+    engine = engine_with_store(demo_model, store_dir)
+    ask(engine, "Where is the next stop?")
+    engine._prefixes.flush()  # type: ignore[union-attr]
+    engine.unload()
+    saved = sorted(p.name for p in store_dir.glob("*.kv"))
+    tiny = engine_with_store(demo_model, store_dir, EngineSettings(threads=2, batch=256, context=256))
+    tiny.unload()  # loading did not try the 300-token state in a 256-token context, nor throw it away
+    assert sorted(p.name for p in store_dir.glob("*.kv")) == saved
+    again = engine_with_store(demo_model, store_dir)
+    _, cached = ask(again, "Is the door locked?")
+    assert cached > 250
+    again.unload()

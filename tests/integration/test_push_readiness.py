@@ -43,7 +43,7 @@ def push(broker_url: str, device: str, manifest: Path) -> subprocess.CompletedPr
 
 def status_of(broker_url: str, device: str) -> dict[str, object]:
     from edged.fleet.depot.readiness import retained_status
-    from edged.mqtt import MqttSettings
+    from edged.mqtt.settings import MqttSettings
 
     status = retained_status(MqttSettings(url=broker_url), device, wait_s=10)
     assert status is not None
@@ -65,7 +65,8 @@ def test_push_warns_about_a_device_without_updates_and_one_whose_clock_blocks_th
     strict = status_of(broker, "strict-1")
     synchronised = clock_synchronised()  # this machine's clock decides which warning is right
     assert strict["updates"] == {"enabled": True, "clock_policy": "reject", "clock_synchronised": synchronised,
-                                 "blocked_by_clock": not synchronised}
+                                 "blocked_by_clock": not synchronised, "install_window": None, "install_when": "any",
+                                 "fleet": "default", "groups": []}
     warned = push(broker, "strict-1", manifest).stderr
     assert ("clock is not synchronised" in warned) is (not synchronised)
     assert "updates are off" not in warned

@@ -39,3 +39,24 @@ def test_a_raising_section_is_reported_and_the_rest_still_answers():
     status = c.status()
     assert "link gone" in status["mqtt"]["error"]
     assert status["http"] == {"listening": True} and status["requests"] == {"ok": 3}
+
+
+def test_install_state_reads_the_queue_the_profile_and_the_governors_parked_profile():
+    from edged.power.governor_rules import GovernorRules
+    from tests.fakes import make_profile
+
+    queue = {"waiting": 0, "running": 0}
+    car_off = make_profile("car-off")
+    car_off = car_off.model_copy(update={"updates": car_off.updates.model_copy(update={"allow_installs": False})})
+    core = SimpleNamespace(status=lambda: {"queue": queue}, profile=make_profile("balanced"))
+    governor = SimpleNamespace(rules=GovernorRules(ignition_off_profile="car-off",
+                                                     order=["performance", "balanced", "eco", "parked", "car-off"]))
+    c = DeviceControl(device_id="d", core=core, worker=SimpleNamespace(), governor=governor,  # type: ignore[arg-type]
+                      profiles={}, profiles_dir=Path("/nonexistent"), energy=SimpleNamespace(),  # type: ignore[arg-type]
+                      gateway=SimpleNamespace(), configured_model=Path("m.gguf"), events=Events())  # type: ignore[arg-type]
+    idle = c.install_state()
+    assert (idle.busy, idle.profile, idle.parked, idle.profile_allows_installs) == (False, "balanced", False, True)
+    queue["waiting"] = 1
+    core.profile = car_off
+    parked = c.install_state()
+    assert (parked.busy, parked.profile, parked.parked, parked.profile_allows_installs) == (True, "car-off", True, False)

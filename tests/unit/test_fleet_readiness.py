@@ -38,3 +38,15 @@ def test_no_status_and_offline_devices():
 
 def test_an_older_edged_without_readiness_is_not_second_guessed():
     assert push_warnings("pi-1", ONLINE, retained=True) == []
+
+
+def test_an_install_policy_is_mentioned_and_hostile_values_are_not_echoed():
+    ready = {"enabled": True, "clock_policy": "reject", "clock_synchronised": True, "blocked_by_clock": False}
+    both = {**ready, "install_window": "02:00-05:00", "install_when": "parked"}
+    [note] = push_warnings("pi-1", {**ONLINE, "updates": both}, retained=True)
+    assert "installs it only between 02:00-05:00 local time and when parked" in note and "deferred" in note
+    assert push_warnings("pi-1", {**ONLINE, "updates": {**ready, "install_window": None, "install_when": "any"}},
+                         retained=True) == []
+    for window, when in (("\x1b[2J02:00", "now"), (["02:00-05:00"], 7), ("1" * 5000, None)):
+        assert push_warnings("pi-1", {**ONLINE, "updates": {**ready, "install_window": window, "install_when": when}},
+                             retained=True) == []

@@ -23,6 +23,7 @@ from edged.fleet.manifest import (
 SHA = "cd" * 32
 ME = FleetMembership(fleet="acme", device_id="pi-07", groups=frozenset({"lab", "eu"}), hardware=frozenset({"rpi5"}))
 LIMITS = ArtifactLimits(max_artifact_bytes=1000, max_total_bytes=1500, allowed_formats=["gguf"])
+BOTH = ArtifactLimits(max_artifact_bytes=1000, max_total_bytes=1500, allowed_formats=["gguf", "onnx-dir"])
 MANIFEST: dict[str, Any] = {
     "fleet": "acme",
     "channel": "stable",
@@ -98,7 +99,7 @@ def test_targets_match_within_a_list_by_any_and_across_lists_by_all(targets: dic
     "artifacts",
     [
         [_artifact(size=1001)],
-        [_artifact("a.gguf", 800), _artifact("b.gguf", 800)],
+        [_artifact("m/edged_model.json", 800, "onnx-dir"), _artifact("m/model.onnx", 800, "onnx-dir")],
         [_artifact("model.onnx", format="onnx-dir")],
         [_artifact("model.bin", format="pickle")],
         [_artifact("a.gguf"), _artifact("A.gguf")],
@@ -107,12 +108,14 @@ def test_targets_match_within_a_list_by_any_and_across_lists_by_all(targets: dic
 )
 def test_artifact_limits_are_enforced(artifacts: list[Artifact]) -> None:
     with pytest.raises(UpdateError) as caught:
-        LIMITS.check(artifacts)
+        (BOTH if artifacts[0].format == "onnx-dir" and len(artifacts) > 1 else LIMITS).check(artifacts)
     assert caught.value.reason == "artifact"
 
 
 def test_artifacts_within_the_limits_pass() -> None:
-    LIMITS.check([_artifact("a.gguf", 1000), _artifact("b.gguf", 500)])
+    assert LIMITS.check([_artifact("a.gguf", 1000)]).kind == "file"
+    listing = [_artifact("m/edged_model.json", 1000, "onnx-dir"), _artifact("m/model.onnx", 500, "onnx-dir")]
+    assert BOTH.check(listing).kind == "directory"
 
 
 @pytest.mark.parametrize(

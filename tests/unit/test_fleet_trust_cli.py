@@ -122,10 +122,10 @@ def test_release_explains_bad_options(keys_dir: Path, model: Path, extra: list[s
         _run(*argv, *extra)
 
 
-def test_release_refuses_directories_and_other_formats(tmp_path: Path, keys_dir: Path) -> None:
+def test_release_refuses_unfinished_directories_and_other_formats(tmp_path: Path, keys_dir: Path) -> None:
     onnx = tmp_path / "onnx-model"
     onnx.mkdir()
-    with pytest.raises(ConfigError, match="not supported yet"):
+    with pytest.raises(ConfigError, match=r"no edged_model\.json"):
         _run("release", "--dir", str(keys_dir), "--model", str(onnx), "--channel", "s", "--version", "1")
     (tmp_path / "m.bin").write_bytes(b"x")
     with pytest.raises(ConfigError, match="gguf"):

@@ -26,6 +26,7 @@ from edged.fleet.device.slots import Slots
 from edged.fleet.trust import ExpiryClock, TrustStore, utc_now
 from edged.mqtt.inbound import AsyncInbox, InboundMessage
 from edged.mqtt.publishing import PublishHandle
+from edged.state import InstallState
 from edged.topics import DeviceTopics
 from tests.fakes import FixedEnergy, make_profile
 from tests.slowdown import scaled
@@ -118,6 +119,12 @@ class Control:
     def downloads_allowed(self) -> bool:
         assert self._core is not None
         return self._core.profile.updates.allow_downloads
+
+    def install_state(self) -> InstallState:
+        assert self._core is not None
+        queue, profile = self._core.status()["queue"], self._core.profile
+        return InstallState(busy=queue["waiting"] + queue["running"] > 0, profile=profile.name,
+                            parked=profile.name == "parked", profile_allows_installs=profile.updates.allow_installs)
 
 
 class Fleet:

@@ -121,6 +121,13 @@ def test_update_entity_follows_the_signed_update_state():
     assert rejected["latest_version"] == "stable v3" and not rejected["in_progress"]
     assert rejected["release_summary"].startswith("stable v5: rejected (signature)")
     assert len(rejected["release_summary"]) <= 255
+    deferred = json.loads(update_state(report("deferred", release=ReleaseRef(channel="stable", version=4),
+                                              reason="install_window",
+                                              detail="installs after 02:00 local time (window 02:00-05:00)"), "smol"))
+    assert deferred["installed_version"] == "stable v3" and deferred["latest_version"] == "stable v4"
+    assert deferred["in_progress"] is False
+    assert deferred["release_summary"] == ("stable v4: deferred (install_window); installs after 02:00 local time "
+                                           "(window 02:00-05:00)")
 
 
 class FakeLink:

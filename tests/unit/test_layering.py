@@ -45,6 +45,10 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("edged.fleet.messages", ("edged.fleet.device", "edged.fleet.depot"), "wire frames are shared by both sides"),
     ("edged.fleet.settings", ("edged.fleet.device", "edged.fleet.depot"), "the [updates] section is read by the config"),
     ("edged.fleet.hashing", ("edged.fleet.device", "edged.fleet.depot"), "shared by both sides"),
+    ("edged.fleet.install_window", ("edged.fleet.device", "edged.fleet.depot"),
+     "the install window is part of the [updates] section the config reads"),
+    ("edged.testing.fleet_sim", ("edged.fleet.depot", "edged.fleet.device", "edged.daemon", "edged.core",
+                                 "edged.engines"), "the simulator is a device's wire protocol, without a model"),
     ("edged.clients", ("edged.daemon", "edged.core", "edged.engines", "edged.power", "edged.fleet",
                        "edged.telemetry", "edged.control"), "a client runs on another machine than the daemon"),
 ]

@@ -72,3 +72,11 @@ def test_a_packet_under_the_limit_is_read() -> None:
 def test_unlimited_when_no_limit_is_given(protocol: str) -> None:
     client = build_client(MqttSettings(url="mqtt://127.0.0.1:1", protocol=protocol), "t", None)
     assert isinstance(client, BoundedClient) and client.max_packet_bytes is None
+
+
+@pytest.mark.parametrize(("keepalive", "timeout"), [(5, 1.25), (60, 15.0), (600, 30.0)])
+def test_the_network_thread_wakes_for_keepalive_only(keepalive: int, timeout: float) -> None:
+    # paho's own 1 s select timeout woke an idle daemon every second; publishes wake it anyway.
+    client = build_client(MqttSettings(url="mqtt://127.0.0.1:1", keepalive_s=keepalive), "t", None)
+    assert client.loop_timeout_s == timeout  # type: ignore[attr-defined]
+    assert client.loop_timeout_s < keepalive * 1.5 / 2  # type: ignore[attr-defined]  (PINGREQ in time)

@@ -40,7 +40,12 @@ def test_parked_admits_only_interactive_unloads_after_a_minute_and_never_downloa
     assert parked.admission.priorities == ["interactive"]
     assert parked.idle.unload_after_s == 60.0
     assert parked.updates.allow_downloads is False
+    assert parked.updates.allow_installs is True  # install_when = "parked" installs here
     assert parked.pace.duty_cycle < 1
+
+
+def test_installs_are_allowed_unless_a_profile_says_otherwise() -> None:
+    assert all(profile.updates.allow_installs for profile in load_profiles(builtin_profiles_dir()).values())
 
 
 def test_profiles_get_less_hungry_along_the_governor_order() -> None:
@@ -103,6 +108,8 @@ def test_needs_reload_only_for_engine_shape_changes() -> None:
     ("requests_per_minute = 60 ", "requests_per_minute = 0 ", r"admission\.requests_per_minute"),
     ("unload_after_s = 1800.0 ", "unload_after_s = -1.0 ", r"idle\.unload_after_s"),
     ("allow_downloads = true ", 'allow_downloads = "yes" ', r"updates\.allow_downloads: Input should be a valid boolean"),
+    ("allow_downloads = true ", 'allow_downloads = true\nallow_installs = "no" ',
+     r"updates\.allow_installs: Input should be a valid boolean"),
     ("mlock = false ", "mlock = false\nturbo = true ", r"engine\.turbo: Extra inputs are not permitted"),
 ])
 def test_bad_values_name_the_field_and_the_file(tmp_path: Path, balanced_text: str, old: str, new: str,

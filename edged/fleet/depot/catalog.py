@@ -15,6 +15,7 @@ from edged.errors import ConfigError, UpdateError
 from edged import atomic
 from edged.fleet.hashing import sha256_file
 from edged.fleet import dsse
+from edged.fleet.artifacts import layout_of
 from edged.fleet.depot.keystore import OperatorKeys
 from edged.fleet.manifest import RELEASE_PAYLOAD_TYPE, ReleaseManifest, parse_manifest
 
@@ -49,7 +50,8 @@ class ReleaseCatalog:
     """Serves only bytes whose size and SHA-256 a release signed by the fleet's current root names.
 
     The models directory holds the released files under any name (the artifact name is tried
-    first); each candidate is hashed once and remembered by inode, size and mtime.
+    first: for an ONNX release ``<directory>/<path>``, so the directory is copied in as it is); each
+    candidate is hashed once and remembered by inode, size and mtime.
     """
 
     def __init__(self, keys_dir: Path, models_dir: Path) -> None:
@@ -117,6 +119,10 @@ class ReleaseCatalog:
         manifest = self._verified(path)
         if (manifest.channel, manifest.version) != (channel, version):
             raise UpdateError("unavailable", f"{path.name} holds {manifest.channel} v{manifest.version}")
+        try:
+            layout_of(manifest.artifacts)  # never let a listing's path lead outside the models directory
+        except UpdateError as exc:
+            raise UpdateError("unavailable", f"{path.name}: {exc}") from None
         artifact = next((a for a in manifest.artifacts if a.name == name), None)
         if artifact is None:
             raise UpdateError("unavailable", f"{channel} v{version} has no artifact {name!r}")

@@ -1,9 +1,9 @@
 """Operator side: can device X take an update now? Read from its retained status before a push.
 
 The device's retained birth (transports/mqtt_presence.py) carries an ``updates`` object:
-``enabled`` (is ``[updates]`` configured), ``clock_policy``, ``clock_synchronised`` and
-``blocked_by_clock``. `edged fleet push --device X` reads it so that an offer which X would ignore
-or refuse is not met with silence.
+``enabled`` (is ``[updates]`` configured), ``clock_policy``, ``clock_synchronised``,
+``blocked_by_clock``, ``install_window`` and ``install_when``. `edged fleet push --device X`
+reads it so that an offer which X would ignore, refuse or hold back is not met with silence.
 """
 
 from __future__ import annotations
@@ -71,4 +71,18 @@ def push_warnings(device_id: str, status: dict[str, Any] | None, *, retained: bo
                         "is \"reject\": it refuses the offer (reason clock) and checks it again after retry_after_s; "
                         "enable time sync on the device (timedatectl set-ntp true), or set "
                         "[updates] clock_policy = \"trust-system-clock\" if it has no time source")
+    elif (policy := _install_policy(updates)) is not None:
+        warnings.append(f"{device_id} downloads the release now and installs it only {policy}; until then it "
+                        "reports deferred")
     return warnings
+
+
+def _install_policy(updates: dict[str, Any]) -> str | None:
+    """``between 02:00-05:00 local time and when idle``, from the birth (broker data: shown only if well formed)."""
+    window, when = updates.get("install_window"), updates.get("install_when")
+    parts = []
+    if isinstance(window, str) and len(window) <= 11 and window.replace(":", "").replace("-", "").isdigit():
+        parts.append(f"between {window} local time")
+    if when in ("idle", "parked"):
+        parts.append(f"when {when}")
+    return " and ".join(parts) or None

@@ -31,9 +31,10 @@ class SlotPointer(StrictModel):
     """``<state dir>/models/current``: the slot serving, and what is in it."""
 
     slot: SlotName = Field(description="the active slot")
-    model: str = Field(min_length=1, max_length=128, description="model file name inside the slot")
-    size: int = Field(ge=1, description="its size in bytes, checked at start")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="its SHA-256 (verified before the switch)")
+    model: str = Field(min_length=1, max_length=128, description="the GGUF file or ONNX directory in the slot")
+    size: int = Field(ge=1, description="its size in bytes (a directory: all its files), checked at start")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="its SHA-256 (a directory: of its listing); each file verified before the switch")
     channel: Name = Field(description="release channel that installed it")
     version: int = Field(ge=1, description="release version that installed it")
 
@@ -44,7 +45,8 @@ class UpdateRecord(StrictModel):
     channel: Name = Field(description="release channel")
     version: int = Field(ge=1, description="release version")
     payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash of the signed manifest payload")
-    artifact: Artifact = Field(description="the model file to install")
+    artifact: Artifact = Field(description="what goes into the slot: the GGUF file, or the ONNX directory "
+                                           "(name, total size, listing SHA-256); its files are the manifest's")
     chunk_size: int = Field(ge=1, description="transfer chunk size of the manifest")
     slot: SlotName = Field(description="the slot it is staged into (the inactive one when it began)")
     previous: SlotPointer | None = Field(description="the pointer before the switch; None = the configured model")

@@ -47,6 +47,8 @@ class PartialDownload:
         self.artifact = artifact
         self.chunk_size = chunk_size
         self.manifest_sha256 = manifest_sha256
+        # An ONNX file's name is a relative path ("<directory>/<file>"): its work files sit beside it.
+        self.final_path = directory / artifact.name
         self.partial_path = directory / f"{artifact.name}{PARTIAL_SUFFIX}"
         self.bitmap_path = directory / f"{artifact.name}{BITMAP_SUFFIX}"
         self.chunk_count = (artifact.size + chunk_size - 1) // chunk_size
@@ -66,7 +68,8 @@ class PartialDownload:
             self.bitmap_path.unlink(missing_ok=True)
             self._bits = bytearray(len(self._bits))
             self.received = 0
-            fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            # O_NOFOLLOW: a symlink planted in the slot must not redirect the download elsewhere.
+            fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 self._reserve(fd)
                 os.fsync(fd)
@@ -105,8 +108,10 @@ class PartialDownload:
         if (saved.manifest, saved.sha256, saved.size, saved.chunk_size) != expected or len(bits) != len(self._bits):
             return False  # the bitmap of another release: its chunks are not ours
         try:
-            fd = os.open(self.partial_path, os.O_RDWR)
+            fd = os.open(self.partial_path, os.O_RDWR | os.O_NOFOLLOW)
         except FileNotFoundError:
+            return False
+        except OSError:  # ELOOP: a symlink where the partial file should be; start afresh (it is unlinked)
             return False
         if os.fstat(fd).st_size != self.artifact.size:
             os.close(fd)
@@ -179,7 +184,7 @@ class PartialDownload:
     def install(self) -> Path:
         """Rename the verified file to its final name in the slot (the work files go)."""
         self.close()
-        final = self.partial_path.with_name(self.artifact.name)
+        final = self.final_path
         os.replace(self.partial_path, final)
         self.bitmap_path.unlink(missing_ok=True)
         atomic.fsync_directory(final.parent)

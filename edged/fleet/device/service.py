@@ -13,9 +13,11 @@ import structlog
 from edged import testing
 from edged.engines import create_engine
 from edged.errors import AlreadyAccepted, UnverifiedOffer, UpdateError
+from edged.fleet.device.install_policy import InstallGate, InstallPolicy, system_local_now
 from edged.fleet.device.journal import BEFORE_SWITCH, TERMINAL, Journal, UpdateRecord, payload_sha256
 from edged.fleet.manifest import MAX_CHUNK_SIZE, ReleaseManifest, ReleaseVerifier
 from edged.fleet.messages import PullRequest
+from edged.fleet.device.release_files import slot_entry
 from edged.fleet.device.reports import StateReporter
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.device.slots import Slots
@@ -57,8 +59,10 @@ class UpdateService(MqttFeature):
         self.verifier = ReleaseVerifier(TrustStore(state_dir, settings.expiry_clock()), settings.membership(device_id),
                                         settings.limits())
         self._pull_topic = pull_topic(topics.prefix, device_id)
-        self._pause_at = testing.update_pause_step()  # the one test hook of the device side
-        self.engine_factory = create_engine  # how a model file becomes an engine (tests swap in a fake)
+        self._pause_at = testing.update_pause_step()  # the test hooks of the device side
+        self.install_gate = InstallGate(InstallPolicy.from_settings(settings), control.install_state,
+                                        testing.install_clock() or system_local_now)
+        self.engine_factory = create_engine  # how a slot's file or directory becomes an engine (tests swap in a fake)
         self._report: StateReporter | None = None  # built at start(): it publishes on the link
         self._wake = asyncio.Event()
         self._next: tuple[ReleaseManifest, bytes] | None = None
@@ -149,11 +153,10 @@ class UpdateService(MqttFeature):
             self._wake.set()
 
     def _queue(self, manifest: ReleaseManifest, envelope: bytes) -> None:
-        if len(manifest.artifacts) != 1:
-            self.report("rejected", None, reason="artifact", detail="this device installs one model file per release")
-            return
         self._next = (manifest, envelope)
-        if self._updater is not None and self._updater.step in CANCELLABLE and self._worker is not None:
+        superseded = self._updater is not None and (self._updater.step in CANCELLABLE
+                                                  or self.install_gate.waiting is not None)
+        if superseded and self._worker is not None:  # a deferred install has not touched the active model
             logger.info("update superseded", channel=manifest.channel, version=manifest.version)
             self._worker.cancel()
         self._wake.set()
@@ -215,7 +218,8 @@ class UpdateService(MqttFeature):
                 await self._pause("verified")
                 record = self._begin(manifest, envelope)
             self._updater = Updater(self.settings, self.journal, self.slots, self.core, self.report,
-                                    self.report.progress, self._pause, self.engine_factory)
+                                    self.report.progress, self._pause, self.engine_factory,
+                                    lambda held: self.install_gate.wait(held, self.report))
             await self._updater.run(manifest, record, self._send_pull, self._receive_chunk, self._gate)
         except UpdateError as exc:
             failure = (exc.reason, str(exc))
@@ -239,7 +243,7 @@ class UpdateService(MqttFeature):
     def _begin(self, manifest: ReleaseManifest, envelope: bytes) -> UpdateRecord:
         pointer = self.slots.read_pointer()
         serving = self.slots.model_path(pointer) if pointer is not None else self.control.configured_model
-        artifact = manifest.artifacts[0]
+        artifact = slot_entry(manifest.artifacts)  # the GGUF file, or the ONNX directory as a whole
         record = UpdateRecord(channel=manifest.channel, version=manifest.version,
                               payload_sha256=payload_sha256(envelope), artifact=artifact,
                               chunk_size=manifest.chunk_size, slot=self.slots.inactive(pointer), previous=pointer,

@@ -1,4 +1,4 @@
-"""A/B model slots under ``<state dir>/models/`` and the start-up repair of a half-done update."""
+"""A/B model slots under ``<state dir>/models/`` (a GGUF file or an ONNX directory each) and the start-up repair."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pydantic import ValidationError
 from edged.errors import UpdateError
 from edged import atomic
 from edged.fleet import dsse
+from edged.fleet.artifacts import ONNX_CONFIG_FILE
 from edged.fleet.device.journal import BEFORE_SWITCH, Journal, SlotName, SlotPointer
+from edged.fleet.device.release_files import directory_size
 
 logger = structlog.get_logger(__name__)
 
@@ -73,9 +75,17 @@ class Slots:
         return directory
 
     def usable(self, pointer: SlotPointer) -> bool:
-        """Cheap start-up check: the file is there with the size verified before the switch, GGUF magic first."""
+        """Cheap start-up check of what was verified before the switch.
+
+        A GGUF file: its size and magic. An ONNX directory (a real one, no symlink anywhere in it): the
+        total size of its files and its edged_model.json.
+        """
         path = self.model_path(pointer)
         try:
+            if path.is_symlink():
+                return False
+            if path.is_dir():
+                return directory_size(path) == pointer.size and (path / ONNX_CONFIG_FILE).is_file()
             if path.stat().st_size != pointer.size:
                 return False
             with path.open("rb") as model:

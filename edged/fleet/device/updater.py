@@ -1,4 +1,8 @@
-"""One update from its last journaled step to the end: download, stage, switch, health check, commit or roll back."""
+"""One update from its last journaled step to the end: download, stage, switch, health check, commit or roll back.
+
+The release's files (one GGUF, or an ONNX directory's files) are handled by ``ReleaseFiles``; from the
+switch on, a directory is a model like a file: the engine is picked by what the slot holds.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from edged.engines.base import Engine
 from edged.errors import Busy, EngineError, RequestError, UpdateError
 from edged.fleet.device.journal import Journal, SlotPointer, Step, UpdateRecord
 from edged.fleet.manifest import ReleaseManifest
-from edged.fleet.device.partial import PartialDownload, verify_file
+from edged.fleet.device.release_files import ReleaseFiles
 from edged.fleet.settings import UpdateSettings
 from edged.fleet.device.slots import Slots
-from edged.fleet.device.transfer import ChunkTransfer, Gate, Receive, SendPull
+from edged.fleet.device.transfer import ChunkTransfer, Gate, Progress, Receive, SendPull
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent
 from edged.ports import ModelCorePort
 
@@ -34,6 +38,7 @@ class Reporter(Protocol):
 
 
 PauseHook = Callable[[str], Awaitable[None]]
+InstallHook = Callable[[UpdateRecord], Awaitable[None]]  # returns once the install policy allows it
 ProgressHook = Callable[[UpdateRecord, int, int, str | None], None]
 
 
@@ -46,8 +51,10 @@ class Updater:
 
     def __init__(self, settings: UpdateSettings, journal: Journal, slots: Slots, core: ModelCorePort,
                  report: Reporter, progress: ProgressHook, pause: PauseHook,
-                 engine_factory: Callable[[Path], Engine] = create_engine) -> None:
+                 engine_factory: Callable[[Path], Engine] = create_engine,
+                 before_install: InstallHook | None = None) -> None:
         self.settings = settings
+        self._before_install = before_install
         self._engine_factory = engine_factory
         self.journal = journal
         self.slots = slots
@@ -60,37 +67,37 @@ class Updater:
     async def run(self, manifest: ReleaseManifest, record: UpdateRecord, send: SendPull, receive: Receive,
                   gate: Gate) -> UpdateRecord:
         self.step = record.step
-        partial = PartialDownload(self.slots.slot_dir(record.slot), record.artifact, record.chunk_size,
-                                  record.payload_sha256)
+        files = ReleaseFiles(self.slots.slot_dir(record.slot), manifest.artifacts, record.chunk_size,
+                             record.payload_sha256)
         resumed = record.step != "verified"
         if record.step == "verified":
             await self._pause("downloading")
             record = self._advance(record, "downloading")
         if record.step == "downloading":
-            self.slots.prepare(record.slot, keep=partial.work_files)  # leftovers of older releases go
-            await self._download(partial, record, send, receive, gate)
-            self._report("verifying", record)
-            try:
-                await asyncio.to_thread(partial.verify)
-            except UpdateError as exc:
-                partial.discard()
-                if exc.reason == "hash" and record.hash_failures + 1 < MAX_HASH_ATTEMPTS:
-                    # One forged but self-consistent chunk must not end the release for good: start
-                    # this download again from nothing after the retry delay.
+            self.slots.prepare(record.slot, keep=files.top_level_keep())  # leftovers of older releases go
+            files.prepare()
+            mismatch = await self._download(files, record, send, receive, gate)
+            if mismatch is not None:
+                if mismatch.reason == "hash" and record.hash_failures + 1 < MAX_HASH_ATTEMPTS:
+                    # One forged but self-consistent chunk must not end the release for good: download
+                    # the file that did not match again, from nothing, after the retry delay.
                     record = record.model_copy(update={"hash_failures": record.hash_failures + 1})
-                    self._advance(record, "downloading", "hash", f"{exc}"[:300])
+                    self._advance(record, "downloading", "hash", f"{mismatch}"[:300])
                     raise UpdateError("hash", f"download {record.hash_failures} of {MAX_HASH_ATTEMPTS} did not "
                                               "match the signed SHA-256; discarded, downloading again") from None
-                return self._fail(record, exc)
+                files.discard()
+                return self._fail(record, mismatch)
             await self._pause("downloaded")
             record = self._advance(record, "downloaded")
             resumed = False
+        if record.step in ("downloaded", "staged") and self._before_install is not None:
+            await self._before_install(record)  # the install window and install_when (the journal keeps the step)
         if record.step == "downloaded":
             self._report("installing", record)
             try:
-                await self._stage(partial, record, verify=resumed)
+                await asyncio.to_thread(files.install, resumed)
             except UpdateError as exc:
-                partial.discard()
+                files.discard()
                 return self._fail(record, exc)
             await self._pause("staged")
             record = self._advance(record, "staged")
@@ -105,36 +112,42 @@ class Updater:
         self.step = step
         return record
 
-    async def _download(self, partial: PartialDownload, record: UpdateRecord, send: SendPull, receive: Receive,
-                        gate: Gate) -> None:
-        await asyncio.to_thread(partial.open)
-        self._progress(record, partial.bytes_done, record.artifact.size, None)
-        transfer = ChunkTransfer(partial, record.channel, record.version, self.settings, send, gate,
-                                 lambda done, total, paused: self._progress(record, done, total, paused))
-        try:
-            await transfer.run(receive)
-        finally:
-            partial.close()
-
-    async def _stage(self, partial: PartialDownload, record: UpdateRecord, verify: bool) -> None:
-        """Give the verified file its final name in the slot; after a restart, check it again first."""
-        final = self.slots.slot_dir(record.slot) / record.artifact.name
-        if partial.partial_path.exists():
-            if verify:
+    async def _download(self, files: ReleaseFiles, record: UpdateRecord, send: SendPull, receive: Receive,
+                        gate: Gate) -> UpdateError | None:
+        """Pull each file, then hash it against the manifest; the first file that does not match is discarded
+        and returned (the others stay for the next attempt). Raises UpdateError("transfer") as the pull loop does."""
+        total = record.artifact.size  # the slot entry: all the files together
+        before = 0
+        for partial in files.parts:
+            await asyncio.to_thread(partial.open)
+            self._progress(record, before + partial.bytes_done, total, None)
+            transfer = ChunkTransfer(partial, record.channel, record.version, self.settings, send, gate,
+                                     self._progress_from(record, before, total))
+            try:
+                await transfer.run(receive)
+            finally:
+                partial.close()
+            self._report("verifying", record, detail=f"checking {partial.artifact.name}"[:300])
+            try:
                 await asyncio.to_thread(partial.verify)
-            partial.install()
-        elif not final.is_file():
-            raise UpdateError("state", f"{final} is missing after the download")
-        elif verify:
-            # Killed between the rename and the journal write: the file was verified before the rename.
-            await asyncio.to_thread(verify_file, final, record.artifact)
+            except UpdateError as exc:
+                partial.discard()
+                return exc
+            before += partial.artifact.size
+        return None
+
+    def _progress_from(self, record: UpdateRecord, before: int, total: int) -> Progress:
+        """Progress of one file as progress of the whole release: the files before it count as done."""
+        def progress(done: int, _size: int, paused: str | None) -> None:
+            self._progress(record, before + done, total, paused)
+        return progress
 
     async def _switch(self, manifest: ReleaseManifest, record: UpdateRecord) -> UpdateRecord:
         artifact = record.artifact
         pointer = SlotPointer(slot=record.slot, model=artifact.name, size=artifact.size, sha256=artifact.sha256,
                               channel=record.channel, version=record.version)
         if not self.slots.usable(pointer):
-            return self._fail(record, UpdateError("state", "the staged model file is missing or has the wrong size"))
+            return self._fail(record, UpdateError("state", "the staged model is missing or has the wrong size"))
         self._report("installing", record, detail="switching to the new model")
         self.slots.write_pointer(pointer)
         await self._pause("switched")
