@@ -29,9 +29,9 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from edged.cli import build_parser, serve_config
+from edged.config import Config
 from edged.daemon import Daemon
 from edged.log import configure_logging
 from edged.systemd import Notifier
@@ -153,7 +153,7 @@ class InProcessDaemon(DaemonBase):
             self.wait_ready(timeout)
         return self
 
-    def _main(self, config: Any, sink: LogSink) -> None:
+    def _main(self, config: Config, sink: LogSink) -> None:
         _SINK.set(sink)
         try:
             self._code = asyncio.run(self._serve(config))
@@ -164,7 +164,7 @@ class InProcessDaemon(DaemonBase):
         finally:
             self._running.set()  # also when the loop never came up: start() must not wait for it
 
-    async def _serve(self, config: Any) -> int:
+    async def _serve(self, config: Config) -> int:
         self._loop = asyncio.get_running_loop()
         self._context = contextvars.copy_context()  # calls from the test thread run as the daemon's
         self.instance = Daemon(config, notifier=Notifier(environ={}))
