@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged.errors import ConfigError, EdgedError
+
+if TYPE_CHECKING:
+    from edged.config import Config
 
 EPILOG = """\
 examples:
@@ -44,9 +48,18 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from edged.config import load_config
     from edged.daemon import Daemon
     from edged.log import configure_logging
+
+    config = serve_config(args)
+    configure_logging(config.log.level, config.log.format, config.log.log_prompts)
+    return asyncio.run(Daemon(config).run())
+
+
+def serve_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """The config `edged serve` runs with: the file, then ``EDGED_*`` (from ``environ``, by default the
+    process's), then the command-line options."""
+    from edged.config import load_config
 
     overrides: dict[str, Any] = {}
     if args.socket:
@@ -61,9 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["device_id"] = args.device_id
     if args.mqtt:
         overrides.setdefault("mqtt", {})["url"] = args.mqtt
-    config = load_config(args.config, overrides=overrides)
-    configure_logging(config.log.level, config.log.format, config.log.log_prompts)
-    return asyncio.run(Daemon(config).run())
+    return load_config(args.config, environ=environ, overrides=overrides)
 
 
 def _structured_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,23 +13,21 @@ import structlog
 
 from edged import __version__
 from edged.config import Config
+from edged import assembly
 from edged.core import Core
-from edged.engines import create_engine
-from edged.engines.prefix_store import PrefixStore
-from edged.engines.worker import ModelWorker
 from edged.control import DeviceControl
-from edged.errors import ConfigError, EdgedError
+from edged.errors import EdgedError
 from edged.events import Events
 from edged.paths import default_socket_path, default_state_dir, demo_model_path
 from edged.systemd import Notifier
 from edged.memory import release_large_blocks
 from edged.messages import ChatRequest
-from edged.transports.unix import UnixSocketTransport
 from edged.validation import prebuild
 
 if TYPE_CHECKING:
     from edged.http_service import HttpService
     from edged.mqtt_session import MqttSession
+    from edged.transports.unix import UnixSocketTransport
     from edged.transports.wyoming import WyomingTransport
     from edged.power.energy import EnergyMeter
 
@@ -42,12 +40,16 @@ STATUS_PERIOD_S = 10.0
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    """Owns the lifecycle. ``run()`` is the process's: it takes SIGTERM, SIGINT and SIGHUP. An embedder
+    that owns the process's signals itself (the in-process test harness) calls ``serve()`` and
+    ``request_stop()``/``reload()``, and passes the ``notifier`` (sd_notify) it wants."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._sigint_count = 0
-        self.notifier = Notifier()
+        self.notifier = notifier if notifier is not None else Notifier()
         self.state_dir = config.state_dir or default_state_dir()
         self.socket_path = config.socket.path or default_socket_path()
         self.model_path = config.model.path or demo_model_path()
@@ -89,7 +91,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        return await self.serve()
 
+    async def serve(self) -> int:
+        """Start, serve until ``request_stop``, stop; the exit code (1 when the start failed)."""
         try:
             await self._start()
         except EdgedError as exc:
@@ -106,91 +111,53 @@ class Daemon:
         return self.exit_code
 
     async def _start(self) -> None:
-        from edged.power.energy import EnergyMeter  # noqa: PLC0415  (power detection is start-up work)
-        from edged.power.profiles import builtin_profiles_dir, load_profiles
-
-        if self.config.updates is not None:
-            from edged.fleet.device.slots import resolve_active_model
+        """Build the parts in dependency order (edged/assembly.py), start each, then READY."""
+        config = self.config
+        if config.updates is not None:
+            from edged.fleet.device.slots import resolve_active_model  # noqa: PLC0415  (only with [updates])
 
             # Finish or undo a half-done model update first, so the daemon starts on a valid model.
             self.model_path = resolve_active_model(self.state_dir) or self.model_path
-            if self.config.mqtt is None:
+            if config.mqtt is None:
                 logger.warning("[updates] is configured but [mqtt] is not: no updates can arrive")
-        if self.config.homeassistant.enabled and self.config.mqtt is None:
+        if config.homeassistant.enabled and config.mqtt is None:
             logger.warning("[homeassistant] is enabled but [mqtt] is not: Home Assistant cannot discover this device")
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        from edged.power.governor import Governor
-
-        profiles = load_profiles(self.config.profile.directory or builtin_profiles_dir())
-        rules = self.config.power.governor
-        if self.config.profile.name is not None:
-            if self.config.profile.name not in profiles:
-                raise ConfigError(f"profile {self.config.profile.name!r} not found; "
-                                  f"have: {', '.join(sorted(profiles))}")
-            rules = rules.model_copy(update={"default_profile": self.config.profile.name})
-        governor = Governor(profiles, rules)
+        profiles, profiles_dir, governor = assembly.profiles_and_governor(config)
         self.notifier.status("loading model")
         self.notifier.extend_timeout(120)
-        # A missing file is a typo, not a bad model: serving model_unavailable would hide it.
-        if not Path(self.model_path).exists():  # noqa: ASYNC240 (start-up, before anything is served)
-            raise ConfigError(f"model {self.model_path}: no such file or directory; set [model] path or --model")
         release_large_blocks()  # prefix states and grammar indexes are megabytes: give them back when freed
-        engine = create_engine(Path(self.model_path))
-        prefix_bytes = self.config.model.prefix_cache_bytes
-        prefixes = PrefixStore(self.state_dir / "prefix-cache", prefix_bytes) if prefix_bytes else None
-        self.worker = ModelWorker(engine, prefix_store=prefixes)
-        power = self.config.power
-        self.energy = EnergyMeter.detect(power.sysfs_root, board=power.board)
+        self.worker = assembly.model_worker(config, self.state_dir, Path(self.model_path))
+        self.energy = assembly.energy_meter(config)
         self.energy.start()
         first = governor.decide(self.energy.sample(), time.monotonic())
         logger.info("power profile", profile=first.profile_name, reason=first.reason)
-        self.core = Core(self.worker, profiles[first.profile_name], self.config.limits, self.energy, self.events)
+        self.core = Core(self.worker, profiles[first.profile_name], config.limits, self.energy, self.events)
         # The model loads on its thread while keys and transports come up; READY waits for both.
         model_loading = self._model_loading = asyncio.create_task(self.core.start(), name="model-load")
-        await asyncio.sleep(0)  # the load is handed to the worker thread before the imports below run
-        from edged.crypto.gateway import SealedGateway
-
-        self.gateway = SealedGateway(self.config.e2e, self.state_dir, self.config.device_id,
-                                     pad_responses=self.config.privacy.pad_responses)
-        self.events.reload.connect(self.gateway.allow_list.reload, name="AllowList.reload")
+        await asyncio.sleep(0)  # the load is handed to the worker thread before the gateway's imports run
+        self.gateway = assembly.sealed_gateway(config, self.state_dir, self.events)
         self.control = DeviceControl(
-            device_id=self.config.device_id, core=self.core, worker=self.worker, governor=governor, profiles=profiles,
-            profiles_dir=self.config.profile.directory or builtin_profiles_dir(), energy=self.energy,
-            gateway=self.gateway, configured_model=Path(self.model_path), events=self.events,
-            started_at=self.started_at)
-        sock = self.config.socket
-        uids = set(sock.plaintext_uids) if sock.plaintext_uids is not None else {0, os.getuid()} - {65534}
-        # The service's group by default, as the unit promises; naming uids alone means exactly those.
-        default_gids = {os.getgid()} - {65534} if sock.plaintext_uids is None else set()
-        gids = set(sock.plaintext_gids) if sock.plaintext_gids is not None else default_gids
-        self.transport = UnixSocketTransport(
-            self.socket_path, self.core, mode=sock.mode, max_frame=sock.max_frame_bytes,
-            max_connections=sock.max_connections, max_connections_per_uid=sock.max_connections_per_uid,
-            plaintext_uids=uids, plaintext_gids=gids,
-            control=self.control, sealed=self.gateway)
+            device_id=config.device_id, core=self.core, worker=self.worker, governor=governor, profiles=profiles,
+            profiles_dir=profiles_dir, energy=self.energy, gateway=self.gateway,
+            configured_model=Path(self.model_path), events=self.events, started_at=self.started_at)
+        peers = assembly.plaintext_peers(config.socket)
+        self.transport = assembly.socket_transport(config.socket, self.socket_path, self.core, self.control,
+                                                   self.gateway, peers)
         await self.transport.start()
-        if self.config.http.enabled:  # sockets bound now; aiohttp is imported once the daemon is ready
-            from edged.http_service import HttpService
-
-            self.http = HttpService(self.config, core=self.core, control=self.control, events=self.events,
-                                    energy=self.energy, socket_path=self.socket_path, state_dir=self.state_dir,
-                                    plaintext=(uids, gids), mqtt=lambda: self.mqtt)
+        self.http = assembly.http_service(config, core=self.core, control=self.control, events=self.events,
+                                          energy=self.energy, socket_path=self.socket_path,
+                                          state_dir=self.state_dir, peers=peers, mqtt=lambda: self.mqtt)
+        if self.http is not None:  # sockets bound now; aiohttp is imported once the daemon is ready
             await self.http.start()
-        if self.config.wyoming.uri is not None:
-            from edged.transports.wyoming import WyomingTransport
-            from edged.transports.wyoming_wire import model_facts
-
-            control = self.control
-            self.wyoming = WyomingTransport(self.config.wyoming, self.core,
-                                            lambda: model_facts(self.worker.info, control.model_name()))
+        self.wyoming = assembly.wyoming_transport(config, self.core, self.worker, self.control)
+        if self.wyoming is not None:
             await self.wyoming.start()
         prebuild(ChatRequest)  # the first request's validator, built while the model loads
         await model_loading  # the birth message on MQTT announces the loaded model
-        if self.config.mqtt is not None:
-            from edged.mqtt_session import MqttSession
-
-            self.mqtt = MqttSession(self.config.mqtt, self.config, core=self.core, gateway=self.gateway,
-                                    control=self.control, events=self.events, state_dir=self.state_dir)
+        self.mqtt = assembly.mqtt_session(config, core=self.core, gateway=self.gateway, control=self.control,
+                                          events=self.events, state_dir=self.state_dir)
+        if self.mqtt is not None:
             await self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._watchdog_forever(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._keys_forever(), name="keys"))

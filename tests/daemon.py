@@ -1,4 +1,9 @@
-"""Run `edged serve` as a subprocess for integration tests, with its own socket, state dir and log file."""
+"""Run `edged serve` as a subprocess for integration tests, with its own socket, state dir and log file.
+
+`DaemonBase` is what every test sees of a daemon (its socket, state dir, log lines, status, stop);
+`DaemonProcess` runs it as a subprocess, `tests.inprocess.InProcessDaemon` on a thread of the test
+process. Subprocess daemons are for what only a process has: signals, kill -9, exit codes, its RSS.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from tests.slowdown import daemon_env, scaled
 REPO = Path(__file__).resolve().parent.parent
 
 
-class DaemonProcess:
+class DaemonBase:
+    """A daemon's files, client, status and log; subclasses run it and say whether it has exited."""
+
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -27,29 +34,23 @@ class DaemonProcess:
         self.state_dir = workdir / "state"
         self.log_path = workdir / "edged.log"
         self.args = args
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **daemon_env(), **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
         self._log = LogFollower()
         self._started_at_line = 0
 
-    def start(self, timeout: float = 120.0, wait_ready: bool = True) -> "DaemonProcess":
-        cmd = [sys.executable, "-m", "edged", "serve", "--socket", str(self.socket),
-               "--state-dir", str(self.state_dir), *self.args]
-        self._started_at_line = len(self.log_lines())  # a restart appends: an earlier life's "ready" is not ours
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
+    def returncode(self) -> int | None:
+        """The exit code once the daemon has exited; None while it runs (or before it started)."""
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        return self.returncode() is None
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         self._wait(lambda line: line.get("event") == "ready", timeout, "the ready line", self._started_at_line)
 
     def check_alive(self) -> None:
-        """Raise at once, with the daemon's log, when the process has exited (a wait would only time out)."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"edged exited with {self.proc.returncode}:\n{self.log_tail()}")
+        """Raise at once, with the daemon's log, when the daemon has exited (a wait would only time out)."""
+        if (code := self.returncode()) is not None:
+            raise AssertionError(f"edged exited with {code}:\n{self.log_tail()}")
 
     def client(self, timeout: float = 120.0) -> SocketClient:
         client = SocketClient(self.socket, timeout=scaled(timeout))
@@ -59,26 +60,6 @@ class DaemonProcess:
     def status(self) -> dict[str, Any]:
         with self.client(timeout=10) as client:
             return client.control("status")
-
-    def send_signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(scaled(timeout))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"edged did not stop within {timeout}s:\n{self.log_text()}") from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -103,19 +84,60 @@ class DaemonProcess:
               checked: int) -> dict[str, Any]:
         end = time.monotonic() + scaled(timeout)
         while True:
-            exited = self.proc is not None and self.proc.poll() is not None
-            self._log.refresh(self.log_path)  # after poll(): a daemon's last lines are in before its exit
+            code = self.returncode()
+            self._log.refresh(self.log_path)  # after the exit check: a daemon's last lines are in before its exit
             lines = self._log.lines
             for line in lines[checked:]:
                 if predicate(line):
                     return line
             checked = len(lines)
-            if exited:
-                assert self.proc is not None
-                raise AssertionError(f"edged exited with {self.proc.returncode} before {what}:\n{self.log_tail()}")
+            if code is not None:
+                raise AssertionError(f"edged exited with {code} before {what}:\n{self.log_tail()}")
             if time.monotonic() > end:
                 raise AssertionError(f"no {what} within {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
+
+
+class DaemonProcess(DaemonBase):
+    """`python -m edged serve` with the test's arguments and environment, its output in `log_path`."""
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, *args, env=env)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **daemon_env(), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0, wait_ready: bool = True) -> "DaemonProcess":
+        cmd = [sys.executable, "-m", "edged", "serve", "--socket", str(self.socket),
+               "--state-dir", str(self.state_dir), *self.args]
+        self._started_at_line = len(self.log_lines())  # a restart appends: an earlier life's "ready" is not ours
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"edged did not stop within {timeout}s:\n{self.log_text()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class LogFollower:

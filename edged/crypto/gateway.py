@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -23,6 +23,9 @@ from edged.crypto.settings import E2ESettings
 from edged.errors import Busy, ClockNotSynchronised, EnvelopeRejected
 from edged.messages import ChatRequest, parse_request
 from edged.ratelog import RejectSummary, StepGuard
+
+if TYPE_CHECKING:
+    from edged.ports import ExchangePort
 
 logger = structlog.get_logger(__name__)
 
@@ -106,7 +109,7 @@ class SealedGateway:
             raise
         return SealedExchange(opened, opened.response_sealer(), self.pad_responses)
 
-    def admit(self, exchange: SealedExchange) -> ChatRequest:
+    def admit(self, exchange: ExchangePort) -> ChatRequest:
         """The client's rate and the request body; the RequestErrors raised here are answered sealed."""
         self.check_rate(exchange)
         return exchange.parse()
@@ -114,14 +117,14 @@ class SealedGateway:
     def _within_rate(self, client_pub: bytes, requests_per_minute: int | None) -> bool:
         return self.rate.allow(client_pub, requests_per_minute, time.monotonic())
 
-    def check_rate(self, exchange: SealedExchange) -> None:
+    def check_rate(self, exchange: ExchangePort) -> None:
         """Busy (answered sealed) if ``open`` found the client over its rate, before its replay entry."""
         opened = exchange.opened
         if opened.rate_limited:
             self._count("rate_limit")
             raise Busy(f"client {opened.client_label!r} is over its {opened.requests_per_minute} requests/minute")
 
-    def may_command(self, exchange: SealedExchange) -> bool:
+    def may_command(self, exchange: ExchangePort) -> bool:
         client = self.allow_list.lookup(exchange.opened.client_pub, time.time())
         return client is not None and client.commands
 

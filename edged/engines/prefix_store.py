@@ -211,7 +211,11 @@ class PrefixStore:
                 self._pending.discard(key)
 
     def _write_forever(self) -> None:
-        while (item := self._writes.get()) is not None:
+        while True:
+            item = self._writes.get()
+            if item is None:  # close(): everything queued before it is written
+                self._writes.task_done()
+                return
             entry, data = item
             try:
                 atomic.write_atomic(entry.path, data, mode=0o600)
@@ -229,6 +233,14 @@ class PrefixStore:
     def flush(self) -> None:
         """Wait until queued states are on disk (tests, and before an unload)."""
         self._writes.join()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then end the writer thread (at shutdown)."""
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            self._writes.put(None)
+            writer.join(timeout_s)
+        self._writer = None
 
     def _evict(self) -> None:
         files = sorted(self.directory.glob("*.kv"), key=self._mtime, reverse=True)

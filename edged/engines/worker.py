@@ -97,4 +97,10 @@ class ModelWorker:
         return await self._call(self._engine.generate, messages, prompt, params, tracked)
 
     def shutdown(self) -> None:
+        """Join the model thread, then close the engine. Normally it is unloaded already; a load whose
+        awaiter was cancelled (a start that failed) may have finished since, and is freed here (the
+        model thread has ended, so nothing else touches the engine)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._engine.unload()
+        if self._prefix_store is not None:
+            self._prefix_store.close()

@@ -1,4 +1,4 @@
-"""`edged serve` with [homeassistant] through a real mosquitto: a subscriber on homeassistant/# checks every
+"""The daemon (in-process) with [homeassistant] through a real mosquitto: a subscriber on homeassistant/# checks every
 config message against Home Assistant's documented discovery fields and renders each template against the
 values on its state topic (issue 14)."""
 
@@ -48,9 +48,9 @@ def latest(probe: Probe, topic: str) -> bytes:
     return [m.payload for m in probe.drain() if m.topic == topic][-1]
 
 
-def test_discovery_configs_templates_birth_and_forget(make_daemon, mosquitto_plain):
+def test_discovery_configs_templates_birth_and_forget(make_inprocess_daemon, mosquitto_plain):
     broker = mosquitto_plain
-    d = make_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON))
+    d = make_inprocess_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON))
     with Probe(settings(broker), "homeassistant/#", f"edged/{DEVICE}/#") as probe:
         d.start()
         probe.wait_for(lambda m: len(configs(probe)) == len(ENTITIES), "every discovery config")
@@ -106,9 +106,10 @@ def test_discovery_configs_templates_birth_and_forget(make_daemon, mosquitto_pla
         assert not (d.state_dir / "homeassistant-discovery.json").exists()
 
 
-def test_profile_select_when_allowed_then_switching_the_section_off_removes_everything(make_daemon, mosquitto_plain):
+def test_profile_select_when_allowed_then_switching_the_section_off_removes_everything(make_inprocess_daemon,
+                                                                                       mosquitto_plain):
     broker = mosquitto_plain
-    on = make_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON,
+    on = make_inprocess_daemon("--device-id", DEVICE, env=daemon_env(broker, **HA_ON,
                                                           EDGED_HOMEASSISTANT__ALLOW_PROFILE_SELECT="true"))
     select_topic = f"homeassistant/select/edged_{DEVICE}/profile_select/config"
     with Probe(settings(broker), "homeassistant/#", f"edged/{DEVICE}/ha/#") as probe:
@@ -127,7 +128,7 @@ def test_profile_select_when_allowed_then_switching_the_section_off_removes_ever
         on.wait_for_log(lambda line: line.get("event") == "home assistant profile command refused")
         assert on.stop(signal.SIGTERM) == 0
 
-        off = make_daemon("--state-dir", str(on.state_dir), "--device-id", DEVICE, env=daemon_env(broker))
+        off = make_inprocess_daemon("--state-dir", str(on.state_dir), "--device-id", DEVICE, env=daemon_env(broker))
         off.start()
         probe.wait_for(lambda m: not configs(probe), "empty retained configs for every entity")
         assert set(announced) <= {m.topic for m in probe.seen if not m.payload}

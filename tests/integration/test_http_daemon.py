@@ -1,4 +1,5 @@
-"""The HTTP API of a real `edged serve`, asked by the official `openai` package over the Unix socket and TLS."""
+"""The HTTP API of the daemon (in-process), asked by the official `openai` package over the Unix socket and
+TLS; a refused start (its exit code) against an `edged serve` subprocess."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon import REPO, DaemonProcess
+from tests.daemon import REPO, DaemonBase
+from tests.inprocess import InProcessDaemon
 
 try:  # openai 3.x is built on httpx2; earlier releases on httpx (the same API)
     import httpx2 as httpx
@@ -62,7 +64,7 @@ def edged_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Served:
-    def __init__(self, daemon: DaemonProcess, port: int, cert: Path, key: str) -> None:
+    def __init__(self, daemon: DaemonBase, port: int, cert: Path, key: str) -> None:
         self.daemon, self.port, self.cert, self.key = daemon, port, cert, key
         self.http_socket = daemon.workdir / "http.sock"
 
@@ -89,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     port = free_port()
-    daemon = DaemonProcess(workdir, "--profile", "balanced", env={
+    daemon = InProcessDaemon(workdir, "--profile", "balanced", env={
         "EDGED_HTTP__LISTEN": f"127.0.0.1:{port}", "EDGED_HTTP__TLS_CERT": str(cert),
         "EDGED_HTTP__TLS_KEY": str(tls_key)}).start()
     yield Served(daemon, port, cert, key)
@@ -162,11 +164,11 @@ def test_hanging_up_mid_stream_cancels_the_request(served: Served) -> None:
     assert logged["output_tokens"] < 200
 
 
-def reloads(daemon: DaemonProcess, count: int) -> int:
+def reloads(daemon: DaemonBase, count: int) -> int:
     return sum(1 for line in daemon.log_lines() if line.get("event") == "api keys loaded" and line.get("count") == count)
 
 
-def wait_reloaded(daemon: DaemonProcess, count: int, before: int) -> None:
+def wait_reloaded(daemon: DaemonBase, count: int, before: int) -> None:
     deadline = time.monotonic() + 60
     while reloads(daemon, count) <= before:
         assert time.monotonic() < deadline, f"no reload to {count} keys:\n{daemon.log_text()[-3000:]}"
@@ -200,8 +202,8 @@ def test_non_loopback_listen_without_tls_refuses_to_start(make_daemon: Any) -> N
     assert not (daemon.workdir / "http.sock").exists()
 
 
-def test_http_can_be_switched_off(make_daemon: Any) -> None:
-    daemon = make_daemon(env={"EDGED_HTTP__ENABLED": "false"}).start()
+def test_http_can_be_switched_off(make_inprocess_daemon: Any) -> None:
+    daemon = make_inprocess_daemon(env={"EDGED_HTTP__ENABLED": "false"}).start()
     assert not (daemon.workdir / "http.sock").exists()
     assert not any(line.get("transport") == "http" for line in daemon.log_lines())
     assert daemon.stop() == 0

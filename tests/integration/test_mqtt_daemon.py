@@ -1,4 +1,5 @@
-"""`edged serve --mqtt` through a real mosquitto (issue 4): sealed requests, presence, telemetry, junk, TLS, ACL."""
+"""The daemon with MQTT through a real mosquitto (issue 4): sealed requests, presence, telemetry, junk, TLS,
+ACL. Presence with the broker's will after kill -9 needs an `edged serve` subprocess; the rest run in-process."""
 
 from __future__ import annotations
 
@@ -72,9 +73,9 @@ def test_sealed_request_through_the_broker_and_presence(make_daemon, tmp_path, m
         assert stopped["bdseq"] == second["bdseq"]
 
 
-def test_junk_and_duplicates_on_the_request_topic(make_daemon, tmp_path, mosquitto_plain):
+def test_junk_and_duplicates_on_the_request_topic(make_inprocess_daemon, tmp_path, mosquitto_plain):
     broker = mosquitto_plain
-    d, identity, key = provision(make_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url})
+    d, identity, key = provision(make_inprocess_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url})
     d.start()
     with asker(broker, identity, key) as client, \
             Probe(settings(broker), f"edged/{DEVICE}/status", client_id="junk") as junk:
@@ -141,12 +142,12 @@ class PersistentCollector:
         self.client.loop_stop()
 
 
-def test_broker_outage_reconnects_and_telemetry_arrives_exactly_once(make_daemon, tmp_path):
+def test_broker_outage_reconnects_and_telemetry_arrives_exactly_once(make_inprocess_daemon, tmp_path):
     broker = Mosquitto(tmp_path / "broker", persistence=True).start()
     collector = PersistentCollector(broker, f"edged/{DEVICE}/telemetry")
     try:
         env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1", **FAST_RECONNECT}
-        d, identity, key = provision(make_daemon, tmp_path, env)
+        d, identity, key = provision(make_inprocess_daemon, tmp_path, env)
         d.start()
         collector.wait_for(lambda m: m.get("kind") == "edged.device", "first device record")
         broker.stop()
@@ -172,19 +173,19 @@ def test_broker_outage_reconnects_and_telemetry_arrives_exactly_once(make_daemon
         broker.stop()
 
 
-def test_tls_with_client_certificates(make_daemon, tmp_path, mosquitto_tls):
+def test_tls_with_client_certificates(make_inprocess_daemon, tmp_path, mosquitto_tls):
     broker = mosquitto_tls
     tls = broker.tls
     env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__TLS_CA_FILE": str(tls.ca_cert),
            "EDGED_MQTT__TLS_CERT_FILE": str(tls.client_cert), "EDGED_MQTT__TLS_KEY_FILE": str(tls.client_key)}
-    d, identity, key = provision(make_daemon, tmp_path, env)
+    d, identity, key = provision(make_inprocess_daemon, tmp_path, env)
     d.start()
     with asker(broker, identity, key) as client:
         assert answer_text(list(client.ask(BODY))).strip()
     assert d.stop() == 0
 
 
-def test_acl_broker_with_password_file(make_daemon, tmp_path, mosquitto_acl):
+def test_acl_broker_with_password_file(make_inprocess_daemon, tmp_path, mosquitto_acl):
     broker = mosquitto_acl
     device_user, operator = broker.user("device-1"), broker.user("operator")
     password_file = tmp_path / "device-password"
@@ -192,7 +193,7 @@ def test_acl_broker_with_password_file(make_daemon, tmp_path, mosquitto_acl):
     prefix = f"edged/{DEVICE}/resp/tester"  # writable by the device, readable by the operator (see ACL_USERS)
     env = {"EDGED_MQTT__URL": broker.url, "EDGED_MQTT__USERNAME": device_user.name,
            "EDGED_MQTT__PASSWORD_FILE": str(password_file)}
-    d, identity, key = provision(make_daemon, tmp_path, env, prefix=prefix)
+    d, identity, key = provision(make_inprocess_daemon, tmp_path, env, prefix=prefix)
     d.start()
     operator_password = tmp_path / "operator-password"
     operator_password.write_text(operator.password)
@@ -202,13 +203,13 @@ def test_acl_broker_with_password_file(make_daemon, tmp_path, mosquitto_acl):
     assert d.stop() == 0
 
 
-def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_daemon, tmp_path, mosquitto_plain):
+def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_inprocess_daemon, tmp_path, mosquitto_plain):
     import subprocess
     import sys
 
     broker = mosquitto_plain
     env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1"}
-    d, identity, key = provision(make_daemon, tmp_path, env)  # "tester" may not send commands
+    d, identity, key = provision(make_inprocess_daemon, tmp_path, env)  # "tester" may not send commands
     operator = new_client(tmp_path, d.state_dir, "operator", "edged/clients/operator", extra=("--commands",))
     d.start()
 
@@ -247,7 +248,7 @@ def test_commands_need_an_allowed_key_and_fleet_watch_shows_the_device(make_daem
     assert d.stop() == 0
 
 
-def test_two_power_sensors_and_telemetry_serve_two_requests_in_a_row(make_daemon, tmp_path, mosquitto_plain):
+def test_two_power_sensors_and_telemetry_serve_two_requests_in_a_row(make_inprocess_daemon, tmp_path, mosquitto_plain):
     """Issue 11: energy from two sensors is named `ina219+ina226`; telemetry must take it and the core keep serving."""
     import shutil
 
@@ -258,7 +259,7 @@ def test_two_power_sensors_and_telemetry_serve_two_requests_in_a_row(make_daemon
     try:
         env = {"EDGED_MQTT__URL": broker.url, "EDGED_TELEMETRY__INTERVAL_S": "1",
                "EDGED_POWER__SYSFS_ROOT": str(board)}
-        d, identity, key = provision(make_daemon, tmp_path, env)
+        d, identity, key = provision(make_inprocess_daemon, tmp_path, env)
         d.start()
         with asker(broker, identity, key) as client:
             first = list(client.ask(BODY))

@@ -1,4 +1,4 @@
-"""`edged serve --model DIR` with the converted ONNX demo model, and with a corrupt model directory."""
+"""The daemon (in-process) with `--model DIR`: the converted ONNX demo model, and a corrupt model directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from edged.clients.socket import RemoteError
 from edged.convert.onnx_export import convert_gguf
 from edged.paths import demo_model_path
-from tests.daemon import DaemonProcess
+from tests.inprocess import InProcessDaemon
 
 pytestmark = pytest.mark.slow  # starts a daemon or loads a model
 
@@ -28,7 +28,7 @@ def converted_demo(factory: pytest.TempPathFactory) -> Path:
 
 def test_serves_an_onnx_model_directory(tmp_path, tmp_path_factory):
     model_dir = converted_demo(tmp_path_factory)
-    daemon = DaemonProcess(tmp_path / "d", "--model", str(model_dir)).start()
+    daemon = InProcessDaemon(tmp_path / "d", "--model", str(model_dir)).start()
     try:
         with daemon.client() as client:
             events = list(client.ask(QUESTION))
@@ -45,20 +45,20 @@ def test_serves_an_onnx_model_directory(tmp_path, tmp_path_factory):
 def test_corrupt_model_directory_gives_model_unavailable(tmp_path, tmp_path_factory):
     model_dir = shutil.copytree(converted_demo(tmp_path_factory), tmp_path / "broken")
     (model_dir / "model.onnx").write_bytes(b"this is not a protobuf")
-    daemon = DaemonProcess(tmp_path / "d", "--model", str(model_dir)).start()
+    daemon = InProcessDaemon(tmp_path / "d", "--model", str(model_dir)).start()
     try:
         with daemon.client() as client, pytest.raises(RemoteError) as caught:
             list(client.ask(QUESTION))
         assert caught.value.code == "model_unavailable"
         assert "onnxruntime could not load" in caught.value.message
-        assert daemon.proc is not None and daemon.proc.poll() is None  # still serving
+        assert daemon.alive()  # still serving
     finally:
         daemon.kill()
 
 
 def test_model_directory_without_config_gives_model_unavailable(tmp_path):
     Path(tmp_path / "empty").mkdir()
-    daemon = DaemonProcess(tmp_path / "d", "--model", str(tmp_path / "empty")).start()
+    daemon = InProcessDaemon(tmp_path / "d", "--model", str(tmp_path / "empty")).start()
     try:
         with daemon.client() as client, pytest.raises(RemoteError) as caught:
             list(client.ask(QUESTION))

@@ -1,4 +1,5 @@
-"""Power profiles with the real model through `edged serve` (issue 5): pace, idle unload, overrides."""
+"""Power profiles with the real model through the daemon (issue 5): pace and overrides in-process; idle
+unload against an `edged serve` subprocess, whose RSS is the daemon's own."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def decode_rate(daemon) -> float:
     return stats["decode_tokens_per_s"]
 
 
-def test_pace_limited_profile_lowers_the_token_rate(make_daemon, tmp_path: Path):
+def test_pace_limited_profile_lowers_the_token_rate(make_inprocess_daemon, tmp_path: Path):
     directory = profiles_dir(tmp_path, paced=profile_toml("paced", pace="max_tokens_per_s = 8.0"))
-    d = make_daemon("--profile", "performance", env={"EDGED_PROFILE__DIRECTORY": str(directory)}).start()
+    d = make_inprocess_daemon("--profile", "performance", env={"EDGED_PROFILE__DIRECTORY": str(directory)}).start()
     free = decode_rate(d)
     with d.client() as client:
         assert client.control("profile", set="paced")["profile"] == "paced"

@@ -17,7 +17,7 @@ from tests.daemon import REPO
 from tests.e2e_keys import edged
 from tests.mosquitto import mosquitto_plain  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.slow  # a broker and two daemons
+pytestmark = pytest.mark.slow  # a broker and two daemons (in-process)
 
 
 def signed_manifest(tmp_path: Path) -> Path:
@@ -50,13 +50,13 @@ def status_of(broker_url: str, device: str) -> dict[str, object]:
     return status
 
 
-def test_push_warns_about_a_device_without_updates_and_one_whose_clock_blocks_them(make_daemon, tmp_path,
+def test_push_warns_about_a_device_without_updates_and_one_whose_clock_blocks_them(make_inprocess_daemon, tmp_path,
                                                                                    mosquitto_plain):
     broker = mosquitto_plain.url
     manifest = signed_manifest(tmp_path)
     mqtt = {"EDGED_MQTT__URL": broker, "EDGED_E2E__CLOCK_POLICY": "trust-system-clock"}
-    make_daemon("--device-id", "plain-1", env=mqtt).start()
-    make_daemon("--device-id", "strict-1", env={**mqtt, "EDGED_UPDATES__CLOCK_POLICY": "reject"}).start()
+    make_inprocess_daemon("--device-id", "plain-1", env=mqtt).start()
+    make_inprocess_daemon("--device-id", "strict-1", env={**mqtt, "EDGED_UPDATES__CLOCK_POLICY": "reject"}).start()
 
     plain = status_of(broker, "plain-1")
     assert plain["updates"] == {"enabled": False} and "updates" not in plain["capabilities"]  # type: ignore[operator]

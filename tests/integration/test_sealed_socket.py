@@ -1,4 +1,4 @@
-"""Sealed requests (e2e-v1) over the real Unix socket against `edged serve` with the real model (issue 3)."""
+"""Sealed requests (e2e-v1) over the real Unix socket against the in-process daemon with the real model (issue 3)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ BODY = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens":
 
 @pytest.fixture(scope="module")
 def sealed_daemon(tmp_path_factory):
-    from tests.daemon import DaemonProcess
+    from tests.inprocess import InProcessDaemon
 
     work = tmp_path_factory.mktemp("sealed")
-    d = DaemonProcess(work / "daemon")
+    d = InProcessDaemon(work / "daemon")
     fingerprint, identity_hex = device_identity(d.state_dir)
     client = new_client(work, d.state_dir, "tester", "local")
     mqtt_only = new_client(work, d.state_dir, "mqtt-only", "edged/clients/m")

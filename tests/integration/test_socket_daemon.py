@@ -1,4 +1,6 @@
-"""`edged serve` as a subprocess with the real demo model, over a real Unix socket (issue 2)."""
+"""The daemon with the real demo model over a real Unix socket (issue 2): the protocol against the
+in-process daemon; SIGTERM and SIGHUP, and a second daemon refused at start (its exit code), against
+`edged serve` subprocesses."""
 
 from __future__ import annotations
 
@@ -126,9 +128,9 @@ def test_truncated_frame_then_hangup(daemon):
     assert daemon.status()["queue"]["running"] == 0
 
 
-def test_queue_full_gives_busy_immediately(make_daemon, tmp_path: Path):
+def test_queue_full_gives_busy_immediately(make_inprocess_daemon, tmp_path: Path):
     profiles = profiles_dir(tmp_path, slowq=profile_toml("slowq", pace="max_tokens_per_s = 20.0", queue_length=1))
-    d = make_daemon("--profile", "slowq", env={"EDGED_PROFILE__DIRECTORY": str(profiles)}).start()
+    d = make_inprocess_daemon("--profile", "slowq", env={"EDGED_PROFILE__DIRECTORY": str(profiles)}).start()
     running, waiting = d.client(), d.client()
     first = running.ask(LONG)
     next(first)  # the first request is generating (slowly)
@@ -148,6 +150,8 @@ def test_queue_full_gives_busy_immediately(make_daemon, tmp_path: Path):
 
 def test_sigterm_during_request_exits_zero(make_daemon):
     d = make_daemon(env={"EDGED_SHUTDOWN__DRAIN_TIMEOUT_S": "1"}).start()
+    d.send_signal(signal.SIGHUP)  # the process's own handlers: SIGHUP reloads and the daemon serves on
+    d.wait_for_log(lambda line: line.get("event") == "reload requested")
     client = d.client()
     stream = client.ask(LONG)
     next(stream)
@@ -165,8 +169,8 @@ def test_sigterm_during_request_exits_zero(make_daemon):
     assert any(line.get("event") == "stopped" for line in d.log_lines())
 
 
-def test_plaintext_refused_for_uids_not_allowed(make_daemon):
-    d = make_daemon(env={"EDGED_SOCKET__PLAINTEXT_UIDS": "[4242]"}).start()
+def test_plaintext_refused_for_uids_not_allowed(make_inprocess_daemon):
+    d = make_inprocess_daemon(env={"EDGED_SOCKET__PLAINTEXT_UIDS": "[4242]"}).start()
     with d.client() as client:
         with pytest.raises(RemoteError) as err:
             list(client.ask(QUESTION))

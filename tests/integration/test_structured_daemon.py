@@ -1,4 +1,4 @@
-"""JSON answers and tool calls through `edged serve`: the Unix socket, sealed MQTT and `edged ask`."""
+"""JSON answers and tool calls through the daemon (in-process): the Unix socket, sealed MQTT and `edged ask`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from edged.clients.socket import RemoteError, answer_of, function_tool, json_schema_format, tool_choice
-from tests.daemon import DaemonProcess
+from tests.inprocess import InProcessDaemon
 from tests.integration.test_mqtt_daemon import FAST_RECONNECT, asker, provision
 from tests.mosquitto import mosquitto_plain  # noqa: F401
 
@@ -35,7 +35,7 @@ SLOW_OK = 600_000
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     """The demo-model daemon, with a default deadline that `edged ask` requests on a busy machine fit in."""
-    d = DaemonProcess(tmp_path_factory.mktemp("structured"), "--profile", "balanced",
+    d = InProcessDaemon(tmp_path_factory.mktemp("structured"), "--profile", "balanced",
                       env={"EDGED_LIMITS__DEFAULT_DEADLINE_MS": str(SLOW_OK)}).start()
     yield d
     d.kill()
@@ -130,9 +130,9 @@ def test_cli_json_schema_and_tool(daemon, tmp_path: Path):
     assert bad.returncode != 0 and "--tool" in bad.stderr
 
 
-def test_sealed_tool_call_through_mqtt(make_daemon, tmp_path, mosquitto_plain):
+def test_sealed_tool_call_through_mqtt(make_inprocess_daemon, tmp_path, mosquitto_plain):
     broker = mosquitto_plain
-    d, identity, key = provision(make_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url, **FAST_RECONNECT})
+    d, identity, key = provision(make_inprocess_daemon, tmp_path, {"EDGED_MQTT__URL": broker.url, **FAST_RECONNECT})
     d.start()
     body = {"messages": [{"role": "user", "content": "Turn the light on"}], "max_tokens": 32, "stream": True,
             "tools": [WEATHER, LIGHT], "tool_choice": "required", "deadline_ms": SLOW_OK}

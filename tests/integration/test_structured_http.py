@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.daemon import DaemonProcess
+from tests.inprocess import InProcessDaemon
 from tests.integration.test_http_daemon import Served, edged_cli, free_port, self_signed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -29,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     made = edged_cli("keys", "api-key", "new", "tests", "--state-dir", str(workdir / "state"))
     assert made.returncode == 0, made.stderr
     port = free_port()
-    daemon = DaemonProcess(workdir, "--profile", "balanced", env={
+    daemon = InProcessDaemon(workdir, "--profile", "balanced", env={
         "EDGED_HTTP__LISTEN": f"127.0.0.1:{port}", "EDGED_HTTP__TLS_CERT": str(cert),
         "EDGED_HTTP__TLS_KEY": str(tls_key), **SLOW_OK}).start()
     yield Served(daemon, port, cert, made.stdout.strip())

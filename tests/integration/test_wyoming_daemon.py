@@ -1,4 +1,4 @@
-"""`edged serve` with [wyoming]: the wyoming package's AsyncClient against the real daemon and model (issue 14)."""
+"""The daemon with [wyoming] (in-process): the wyoming package's AsyncClient against the real daemon and model (issue 14)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wyoming.client import AsyncClient
 from wyoming.handle import Handled, HandledChunk, NotHandled
 from wyoming.info import Describe, Info
 
-from tests.daemon import DaemonProcess
+from tests.inprocess import InProcessDaemon
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
@@ -21,7 +21,7 @@ QUESTION = "What is the capital of France?"
 def voice(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("voice")
     uri = f"unix://{workdir}/wyoming.sock"
-    d = DaemonProcess(workdir / "d", "--profile", "balanced",
+    d = InProcessDaemon(workdir / "d", "--profile", "balanced",
                       env={"EDGED_WYOMING__URI": uri, "EDGED_WYOMING__MAX_TOKENS": "48"}).start()
     d.uri = uri  # type: ignore[attr-defined]
     yield d

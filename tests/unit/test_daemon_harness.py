@@ -56,3 +56,34 @@ def test_lines_logged_before_the_exit_still_match(tmp_path: Path):
     daemon = exiting_daemon(tmp_path, [{"event": "ready"}, {"event": "stopped", "code": 0}], 0)
     assert daemon.wait_for_log(lambda line: line.get("event") == "stopped", timeout=600)["code"] == 0
     assert [line["event"] for line in daemon.log_lines()] == ["ready", "stopped"]
+
+
+def test_in_process_log_router_keeps_lines_whole_and_per_daemon_also_from_threads_it_starts(tmp_path: Path, capsys):
+    import threading
+
+    from tests.inprocess import _SINK, LogRouter, LogSink, _inherit_sink
+
+    router = LogRouter()
+    sinks = {name: LogSink(tmp_path / f"{name}.log") for name in ("a", "b")}
+    children: dict[str, threading.Thread] = {}
+
+    def daemon(name: str) -> None:
+        _SINK.set(sinks[name])
+        router.write(f'{{"event": "first", "daemon": "{name}"')  # print() sends the newline on its own
+        child = children[name] = threading.Thread(target=router.write, args=(f'{{"event": "child", "daemon": "{name}"}}\n',))
+        _inherit_sink(child)  # what threading.Thread.start does once the harness is installed
+        child.join()
+        router.write("}\n")
+
+    threads = [threading.Thread(target=daemon, args=(name,)) for name in sinks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    router.write('{"event": "from the test thread"}\n')
+    for name, sink in sinks.items():
+        lines = [json.loads(line) for line in sink.path.read_text().splitlines()]
+        assert sorted(line["event"] for line in lines) == ["child", "first"]
+        assert {line["daemon"] for line in lines} == {name}
+        assert sink.threads == [children[name]]
+    assert '"from the test thread"' in capsys.readouterr().err

@@ -53,6 +53,10 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
                        "edged.telemetry", "edged.control"), "a client runs on another machine than the daemon"),
 ]
 
+# Building the parts (edged.assembly) is the lifecycle owner's business: who may not import the daemon
+# may not import its composition either.
+RULES = [(who, (*never, "edged.assembly") if "edged.daemon" in never else never, why) for who, never, why in RULES]
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts

@@ -108,3 +108,21 @@ def test_a_state_larger_than_the_bound_is_not_written(tmp_path: Path, model: Pat
     store.save(TOKENS, b"x" * 5000)
     store.flush()
     assert not list((tmp_path / "prefix-cache").glob("*.kv"))
+
+
+def test_close_writes_what_is_queued_and_ends_the_writer_thread(tmp_path: Path, model: Path) -> None:
+    import threading
+
+    store = opened(tmp_path, model)
+    store.close()  # nothing was ever saved: no writer to end
+    before = set(threading.enumerate())  # other tests' stores may still have theirs
+    store.save(TOKENS, b"state-bytes" * 100)
+    writers = [t for t in set(threading.enumerate()) - before if t.name == "edged-prefix-writer"]
+    store.close()
+    assert writers and not any(t.is_alive() for t in writers)
+    entry = opened(tmp_path, model).longest_match([*TOKENS, 1], at_least=0)
+    assert entry is not None and entry.tokens == TOKENS  # the queued state reached the disk first
+    store.save(tuple(range(200, 264)), b"more" * 100)  # a save after close starts a new writer
+    store.flush()
+    assert opened(tmp_path, model).longest_match([*range(200, 264), 1], at_least=0) is not None
+    store.close()
