@@ -163,7 +163,8 @@ def generated_markdown(results: dict[str, Any], out: Path, plots: list[Path]) ->
     if results["comparisons"]["ratios"]:
         parts += ["", "### edged relative to the baselines", "", markdown_table(RATIO_HEADER, ratio_rows(results)),
                   "", "A ratio above 1 means edged's number is larger: better for tok/s, worse for the others."]
-    for section in (added_ttft_section(results), edged_reported_section(results), _prefix_section(results), prefix_reload_section(results),
+    for section in (added_ttft_section(results), edged_reported_section(results), _prefix_section(results),
+                    prefix_reload_section(results),
                     sealed_socket_section(results), seal_cost_section(results), power_profiles_section(results),
                     http_api_section(results), wyoming_section(results), engines_section(results),
                     portable_native_section(results), skipped_section(results)):
