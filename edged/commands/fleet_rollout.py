@@ -94,6 +94,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
     envelope, manifest = read_manifest(args.manifest, args.dir)
     rollout_id = release_id(manifest.fleet, manifest.channel, manifest.version)
     store = RolloutStore(args.dir)
+    stop = stop_on_signals()
     lock = RolloutLock(store, rollout_id)
     if not lock.wait_free(1.0):
         raise lock.refusal(rollout_id)
@@ -114,7 +115,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
                 success_threshold=success, error_threshold=error, wave_timeout_s=timeout,
                 waves=[WaveRecord(group=w.group, percent=w.percent) for w in waves],
                 created_unix_ms=now_ms(), updated_unix_ms=now_ms()))
-        return run_rollout(args, store, state, envelope)
+        return run_rollout(args, store, state, envelope, stop)
     finally:
         lock.release()
 
@@ -136,7 +137,19 @@ def _check_same_rollout(state: Any, digest: str, waves: list[tuple[str, int]], s
                           f"{recorded[3]:g}s); carry on with `edged fleet rollout resume {state.id}` or abort it")
 
 
-def run_rollout(args: argparse.Namespace, store: Any, state: Any, envelope: bytes) -> int:
+def stop_on_signals() -> threading.Event:
+    """SIGTERM and SIGINT end the rollout process cleanly (the record stays as it is, the lock is released).
+
+    Installed before the lock is taken: a signal that came between taking it and the handler killed the
+    process with the lock file still naming it, which the next `resume` had to wait out.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def run_rollout(args: argparse.Namespace, store: Any, state: Any, envelope: bytes, stop: threading.Event) -> int:
     from edged.commands.fleet_rollout_view import abort_report, progress_line
     from edged.fleet.depot.rollout_roster import FleetRoster
     from edged.fleet.depot.rollout_runner import Rollout
@@ -145,9 +158,6 @@ def run_rollout(args: argparse.Namespace, store: Any, state: Any, envelope: byte
     settings = mqtt_settings(args)
     if (stale := store.take_request(state.id)) is not None:  # nobody ran the rollout to read it: it is not for us
         print(f"ignoring a {stale.action} request by {stale.by} that no running process took", file=sys.stderr)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     roster = FleetRoster(settings.topic_prefix)
     view = BrokerView(settings, roster, f"edged-rollout-{int(time.time() * 1000) % 10**9}")
     view.open()

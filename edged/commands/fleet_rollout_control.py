@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from edged.commands.fleet_rollout import pick_rollout, run_rollout
+from edged.commands.fleet_rollout import pick_rollout, run_rollout, stop_on_signals
 from edged.commands.mqtt_options import mqtt_settings
 from edged.errors import ConfigError
 
@@ -66,6 +66,7 @@ def cmd_rollout_resume(args: argparse.Namespace) -> int:
 
     store = RolloutStore(args.dir)
     rollout_id = pick_rollout(store, args.rollout)
+    stop = stop_on_signals()
     lock = RolloutLock(store, rollout_id)
     if not lock.wait_free(1.0):
         raise lock.refusal(rollout_id)
@@ -76,7 +77,7 @@ def cmd_rollout_resume(args: argparse.Namespace) -> int:
         envelope = _envelope(args.dir, state)
         if state.phase == "paused":
             state = Rollout(store, state, envelope, FleetRoster(state.topic_prefix), _no_publish).resume()
-        return run_rollout(args, store, state, envelope)
+        return run_rollout(args, store, state, envelope, stop)
     finally:
         lock.release()
 
