@@ -71,21 +71,25 @@ class HttpService:
     async def start(self) -> None:
         """Bind the sockets now, so every refusal (address in use, bad TLS files) happens at start.
 
-        aiohttp costs more to import than the start-up budget for HTTP, and importing it while the
-        model loads only slows both (they share the GIL). So the listeners exist from here on
-        (connections wait in their backlog) and `serve` takes them over once the daemon is ready.
+        aiohttp is imported here too, while the model loads on its own thread: llama.cpp's load runs
+        without the GIL, so the import overlaps it. Imported after READY instead (in the loop, or on a
+        thread that still takes the GIL), it stalled the first request after every start by ~100 ms
+        (measured: TTFT after a restart 150-170 ms against 45 ms without [http]). The listeners exist
+        from here on (connections wait in their backlog) and `serve` takes them over once ready.
         """
         self._listeners = bind_listeners(self.settings)
+        try:
+            importlib.import_module("edged.transports.http.app")
+        except ImportError:
+            logger.exception("the HTTP API cannot be imported; its sockets are closed")
+            self._close_listeners()
 
     def serve(self) -> None:
-        """Import aiohttp and serve the bound sockets, in the background (the daemon calls it once ready)."""
+        """Serve the bound sockets, in the background (the daemon calls it once ready)."""
         self._serving = asyncio.create_task(self._serve(), name="http-start")
 
     async def _serve(self) -> None:
         try:
-            # Imported on a thread: in the event loop, aiohttp's ~100 ms import (more on a Pi) held up the
-            # first request after every start; on a thread the loop keeps answering between GIL switches.
-            await asyncio.to_thread(importlib.import_module, "edged.transports.http.app")
             from edged.transports.http.app import HttpTransport  # noqa: PLC0415  (aiohttp only when [http] is on)
 
             from edged.crypto.api_keys import ApiKeyStore  # noqa: PLC0415
