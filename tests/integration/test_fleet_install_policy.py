@@ -9,43 +9,21 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from edged.fleet.depot.operator import push
 from edged.fleet.messages import parse_state
 from edged.testing import INSTALL_CLOCK_ENV
-from tests.integration.test_fleet_update import (Operator, ask, device_env, model_path, provisioned, settings,
-                                                 start_depot, state_is)
-from tests.mosquitto import Mosquitto
+from tests.integration.test_fleet_update import (ask, device_env, model_path, provisioned, settings,
+                                                 state_is)
+from tests.integration.test_fleet_update import broker, depot, operator  # noqa: F401  (the module-scoped fixtures, shared)
 from tests.mqtt_probe import Probe
 from tests.profiles import profile_toml, profiles_dir
 
 pytestmark = pytest.mark.slow
 LONG = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4,", "max_tokens": 1500, "stream": True, "temperature": 0.0,
         "deadline_ms": 600_000}
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    yield mosquitto
-    mosquitto.stop()
-
-
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Operator:
-    return Operator(tmp_path_factory.mktemp("operator"), demo_model)
-
-
-@pytest.fixture(scope="module")
-def depot(broker: Mosquitto, operator: Operator) -> Iterator[Path]:
-    process, log = start_depot(broker, operator, "edged")
-    yield log
-    process.terminate()
-    process.wait(30)
 
 
 def events_named(daemon, name: str) -> list[dict]:

@@ -20,6 +20,7 @@ from tests.daemon import DaemonProcess
 from tests.e2e_keys import edged
 from tests.integration.test_fleet_update import (Operator, ask, device_env, model_path, provisioned, settings,
                                                  start_depot, state_is)
+from tests.integration.test_fleet_update import broker  # noqa: F401  (the module-scoped fixtures, shared)
 from tests.integration.test_onnx_serve import converted_demo
 from tests.mosquitto import Mosquitto
 from tests.mqtt_probe import Probe
@@ -27,13 +28,6 @@ from tests.mqtt_probe import Probe
 pytestmark = pytest.mark.slow
 CHUNK = str(256 * 1024)
 PREFIX = "onnxfleet"
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    yield mosquitto
-    mosquitto.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,14 @@ from edged.fleet.depot.rollout_state import RolloutStore
 from edged.fleet.messages import parse_state
 from edged.fleet.trust import ExpiryClock, TrustStore
 from tests.daemon import REPO, DaemonProcess
-from tests.integration.test_fleet_update import Operator, device_env, settings, start_depot
+from tests.integration.test_fleet_update import Operator, device_env, settings
+from tests.integration.test_fleet_update import broker, depot, operator  # noqa: F401  (the module-scoped fixtures, shared)
 from tests.mosquitto import Mosquitto
 from tests.mqtt_probe import Probe
 from tests.slowdown import scaled
 
 pytestmark = pytest.mark.slow
 GROUPS = {"canary-1": "canary", "lab-1": "lab", "lab-2": "lab", "lab-3": "lab"}
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker")).start()
-    yield mosquitto
-    mosquitto.stop()
-
-
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Operator:
-    return Operator(tmp_path_factory.mktemp("operator"), demo_model)
-
-
-@pytest.fixture(scope="module")
-def depot(broker: Mosquitto, operator: Operator) -> Iterator[Path]:
-    process, log = start_depot(broker, operator, "edged")
-    yield log
-    process.terminate()
-    process.wait(30)
 
 
 @pytest.fixture(scope="module")
