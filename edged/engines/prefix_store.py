@@ -69,7 +69,7 @@ class PrefixStore:
         self._entries: dict[str, PrefixEntry] = {}
         self._pending: set[str] = set()
         self._lock = threading.Lock()
-        self._writes: queue.Queue[tuple[PrefixEntry, bytes] | None] = queue.Queue(maxsize=4)
+        self._writes: queue.Queue[tuple[str, tuple[int, ...], bytes] | None] = queue.Queue(maxsize=4)
         self._writer: threading.Thread | None = None
 
     # ---- scope: which model and settings the entries must match ------------------------------------
@@ -142,7 +142,9 @@ class PrefixStore:
         """The verified state blob of ``entry`` (a writable view, so ctypes can use it in place), or None (and
         the file removed) when it does not check out."""
         try:
-            data = bytearray(entry.path.read_bytes())
+            with entry.path.open("rb") as handle:  # read once into a buffer ctypes can use in place
+                data = bytearray(os.fstat(handle.fileno()).st_size)
+                del data[handle.readinto(data):]
             header, blob = _header_and_blob(data)
             if header.get("scope") != self._scope or header.get("tokens") != list(entry.tokens) \
                     or header.get("blob_sha256") != hashlib.sha256(blob).hexdigest():
@@ -189,14 +191,14 @@ class PrefixStore:
 
     # ---- saving (off the model thread) ---------------------------------------------------------------
     def save(self, tokens: tuple[int, ...], blob: bytes) -> None:
-        """Queue ``blob`` (llama.cpp's state of exactly ``tokens``) to be written; dropped when the queue is full."""
+        """Queue ``blob`` (llama.cpp's state of exactly ``tokens``) to be written; dropped when the queue is full.
+
+        Runs on the model thread, between prefill steps: hashing and framing the megabytes of state is
+        left to the writer thread.
+        """
         key = self.key_of(tokens)
-        header = json.dumps({"scope": self._scope, "tokens": list(tokens),
-                             "blob_sha256": hashlib.sha256(blob).hexdigest()}).encode()
-        data = MAGIC + struct.pack("<I", len(header)) + header + blob
-        if len(data) > self.max_bytes:
+        if len(blob) > self.max_bytes:
             return
-        entry = PrefixEntry(key=key, path=self.directory / f"{key}.kv", tokens=tokens, size=len(data))
         with self._lock:
             if key in self._pending:
                 return
@@ -205,7 +207,7 @@ class PrefixStore:
             self._writer = threading.Thread(target=self._write_forever, name="edged-prefix-writer", daemon=True)
             self._writer.start()
         try:
-            self._writes.put_nowait((entry, data))
+            self._writes.put_nowait((key, tokens, blob))
         except queue.Full:
             with self._lock:
                 self._pending.discard(key)
@@ -216,19 +218,28 @@ class PrefixStore:
             if item is None:  # close(): everything queued before it is written
                 self._writes.task_done()
                 return
-            entry, data = item
+            key, tokens, blob = item
             try:
-                atomic.write_atomic(entry.path, data, mode=0o600)
-                with self._lock:
-                    self._entries[entry.key] = entry  # offered only once it is whole on disk
-                self._evict()
-                logger.info("prefix state saved", tokens=len(entry.tokens), bytes=len(data))
+                self._write(key, tokens, blob)
             except OSError as exc:
                 logger.warning("prefix state not saved", error=str(exc))
             finally:
                 with self._lock:
-                    self._pending.discard(entry.key)
+                    self._pending.discard(key)
                 self._writes.task_done()
+
+    def _write(self, key: str, tokens: tuple[int, ...], blob: bytes) -> None:
+        header = json.dumps({"scope": self._scope, "tokens": list(tokens),
+                             "blob_sha256": hashlib.sha256(blob).hexdigest()}).encode()
+        data = MAGIC + struct.pack("<I", len(header)) + header + blob
+        if len(data) > self.max_bytes:
+            return
+        entry = PrefixEntry(key=key, path=self.directory / f"{key}.kv", tokens=tokens, size=len(data))
+        atomic.write_atomic(entry.path, data, mode=0o600)
+        with self._lock:
+            self._entries[entry.key] = entry  # offered only once it is whole on disk
+        self._evict()
+        logger.info("prefix state saved", tokens=len(entry.tokens), bytes=len(data))
 
     def flush(self) -> None:
         """Wait until queued states are on disk (tests, and before an unload)."""
