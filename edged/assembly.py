@@ -3,7 +3,7 @@
 `Daemon._start` (edged/daemon.py) is the lifecycle: it calls these in dependency order, then starts,
 awaits and stops what they return. These functions only build: none binds a socket, starts a thread
 or a task. Optional parts are imported inside their function, so `edged serve` imports only what
-its config runs (aiohttp, wyoming, paho).
+its config runs (h11, wyoming, paho).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def http_service(config: Config, *, core: Core, control: DeviceControl, events: 
     """The HTTP API when [http] is enabled; its sockets are bound by start(), served after READY."""
     if not config.http.enabled:
         return None
-    from edged.http_service import HttpService  # noqa: PLC0415  (aiohttp: only when enabled)
+    from edged.http_service import HttpService  # noqa: PLC0415  (h11: only when enabled)
 
     return HttpService(config, core=core, control=control, events=events, energy=energy, socket_path=socket_path,
                        state_dir=state_dir, plaintext=peers, mqtt=mqtt)

@@ -149,7 +149,7 @@ class WyomingConfig(StrictModel):
 
 
 class HttpConfig(StrictModel):
-    """The OpenAI-compatible HTTP API (edged/transports/http); aiohttp is imported only when enabled."""
+    """The OpenAI-compatible HTTP API (edged/transports/http); its HTTP library is imported only when enabled."""
 
     enabled: bool = Field(True, description="serve the OpenAI-compatible HTTP API and /metrics")
     socket: PathField | None = Field(None, description="HTTP Unix socket; default http.sock beside the frame socket "

@@ -148,7 +148,7 @@ class Daemon:
         self.http = assembly.http_service(config, core=self.core, control=self.control, events=self.events,
                                           energy=self.energy, socket_path=self.socket_path,
                                           state_dir=self.state_dir, peers=peers, mqtt=lambda: self.mqtt)
-        if self.http is not None:  # binds its sockets and imports aiohttp while the model loads; serves from READY
+        if self.http is not None:  # binds its sockets and imports h11 while the model loads; serves from READY
             await self.http.start()
         self.wyoming = assembly.wyoming_transport(config, self.core, self.worker, self.control)
         if self.wyoming is not None:

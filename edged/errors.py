@@ -8,6 +8,7 @@
     │   ├── Unauthorized         unauthorized: the peer or key is not allowed
     │   │   └── EnvelopeRejected a sealed request failed check ``check`` of spec section 3
     │   │       └── ClockNotSynchronised  ...check 4 only, for want of a synchronised clock: answered sealed
+    │   ├── TooLarge             too_large: an HTTP request head or body over its limit
     │   ├── Busy                 busy: queue full, priority not admitted, rate limit
     │   ├── DeadlineExceeded     deadline_exceeded
     │   ├── Cancelled            cancelled: client went away or daemon stopping
@@ -101,6 +102,10 @@ class ClockNotSynchronised(EnvelopeRejected):
 
     def answer(self) -> Unauthorized:
         return Unauthorized(self.ANSWER)
+
+
+class TooLarge(RequestError):
+    code = "too_large"
 
 
 class Busy(RequestError):

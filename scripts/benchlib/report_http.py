@@ -32,7 +32,7 @@ def http_api_section(results: dict[str, Any]) -> list[str]:
     if startup:
         added_start = startup[1]["added_ms"]
         first = startup[1].get("ready_to_http_answer_ms")
-        lines += ["", f"Start-up with `[http] enabled` (its sockets bound and aiohttp imported while "
+        lines += ["", f"Start-up with `[http] enabled` (its sockets bound and the HTTP code imported while "
                       f"the model loads, served from READY) against without: "
                       f"**{added_start['startup_s']:+.1f} ms** to the daemon's own ready "
                       f"time, {added_start['spawn_to_ready_s']:+.1f} ms from spawn to ready (medians of "

@@ -1,4 +1,4 @@
-"""The HTTP transport in-process: a real Core with a fake engine, real aiohttp server and client sockets."""
+"""The HTTP transport in-process: a real Core with a fake engine, the real server, aiohttp as the client."""
 
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ def test_a_client_that_connects_before_the_server_takes_over_is_served(tmp_path:
         await core.start()
         settings = HttpSettings(socket_path=tmp_path / "http.sock", mode=0o600, max_body_bytes=4096,
                                 plaintext_uids={os.getuid()}, plaintext_gids=set(), keys_path=tmp_path / "k")
-        listeners = bind_listeners(settings)  # what the daemon does at start, before aiohttp is imported
+        listeners = bind_listeners(settings)  # what the daemon does at start, before the HTTP code is imported
         session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(settings.socket_path)))
         early = asyncio.create_task(session.get("http://edged/health"))
         await asyncio.sleep(0)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from edged.ports import ApiKeyPort
-from edged.transports.http.errors import error_response
+from edged.transports.http.errors import Response, error_response
+from edged.transports.http.request import HttpRequest
 from edged.transports.peer import peer_of_socket, plaintext_allowed
 
 # Paths any connected peer may read on the Unix socket (the socket's file mode already limits who connects).
@@ -21,7 +20,7 @@ class Caller:
     client: str | None    # the API key's label on TCP
 
 
-CALLER = web.RequestKey("caller", Caller)
+CALLER = "caller"  # HttpRequest.state key
 
 
 class Access:
@@ -30,10 +29,10 @@ class Access:
         self._gids = plaintext_gids
         self.keys = keys
 
-    def check(self, request: web.Request) -> Caller | web.Response:
+    def check(self, request: HttpRequest) -> Caller | Response:
         """The caller, or the 401/403 response to send instead."""
-        transport = request.transport
-        if transport is None or (sock := transport.get_extra_info("socket")) is None:
+        sock = request.sock
+        if sock is None:
             return error_response("cancelled", "the client went away")
         if sock.family == socket.AF_UNIX:
             peer = peer_of_socket(sock)
@@ -42,8 +41,8 @@ class Access:
                                       f"uid {peer.uid} may not send requests on this socket; add it to "
                                       "socket.plaintext_uids (or its group to socket.plaintext_gids)")
             return Caller(peer=str(peer), client=None)
-        host, port = (transport.get_extra_info("peername") or ("?", 0))[:2]
-        header = request.headers.get("Authorization", "")
+        host, port = (request.peername or ("?", 0))[:2]
+        header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return error_response("unauthorized", "send an API key as `Authorization: Bearer <key>`; make one "

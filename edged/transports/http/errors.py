@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Final
-
-from aiohttp import web
 
 # wire code -> (HTTP status, OpenAI error type)
 STATUS: Final[dict[str, tuple[int, str]]] = {
@@ -25,29 +24,44 @@ STATUS: Final[dict[str, tuple[int, str]]] = {
 RETRY_AFTER_S: Final = 1
 
 
+JSON_TYPE: Final = "application/json"
+
+
+@dataclass(frozen=True)
+class Response:
+    """A whole response; the server adds Content-Length."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(status, body, {"Content-Type": JSON_TYPE, **(headers or {})})
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     _, kind = STATUS.get(code, STATUS["internal"])
     return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
-def error_response(code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(code: str, message: str, headers: dict[str, str] | None = None, *, close: bool = False) -> Response:
+    """`close`: the connection ends after this answer (the request could not be read to its end)."""
     status, _ = STATUS.get(code, STATUS["internal"])
     extra = dict(headers or {})
     if code == "busy":
         extra.setdefault("Retry-After", str(RETRY_AFTER_S))
-    return web.Response(status=status, body=json.dumps(error_body(code, message)).encode(),
-                        content_type="application/json", headers=extra)
+    if close:
+        extra["Connection"] = "close"
+    return json_response(error_body(code, message), status, extra)
 
 
-def from_http_exception(exc: web.HTTPException) -> web.Response:
-    """aiohttp's own refusals (no route, wrong method, body too large) in OpenAI's shape."""
-    if exc.status == 404:
-        return error_response("not_found", "no such endpoint; see GET /v1/models, POST /v1/chat/completions, "
-                                           "POST /v1/completions, GET /health, GET /metrics")
-    if exc.status == 405:
-        allowed = getattr(exc, "allowed_methods", None) or ()
-        return error_response("method_not_allowed", f"method not allowed here; use {', '.join(sorted(allowed))}",
-                              {"Allow": ",".join(sorted(allowed))})
-    if exc.status == 413:
-        return error_response("too_large", f"request body too large: {exc.text or ''}".strip())
-    return error_response("bad_request" if 400 <= exc.status < 500 else "internal", exc.reason or "error")
+def not_found() -> Response:
+    return error_response("not_found", "no such endpoint; see GET /v1/models, POST /v1/chat/completions, "
+                                       "POST /v1/completions, GET /health, GET /metrics")
+
+
+def method_not_allowed(allowed: list[str]) -> Response:
+    return error_response("method_not_allowed", f"method not allowed here; use {', '.join(sorted(allowed))}",
+                          {"Allow": ",".join(sorted(allowed))})

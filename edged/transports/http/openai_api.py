@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import unquote
 from typing import Any, Callable, Final, Protocol
-
-from aiohttp import web
 
 from edged.errors import BadRequest
 from edged.job import Job
 from edged.messages import ChatRequest, parse_request
 from edged.transports.http.auth import CALLER
-from edged.transports.http.errors import error_body, error_response
+from edged.transports.http.errors import Response, error_body, error_response, json_response
+from edged.transports.http.request import HttpRequest
 from edged.transports.http.sse import SseStream
 from edged.transports.relay import relay_events
 
 TRANSPORT: Final = "http"
+MODEL_PREFIX: Final = "/v1/models/"
 # OpenAI fields that SDKs send and that mean nothing different here; anything else unknown is refused.
 TOLERATED: Final = ("n", "user", "stream_options")
 
@@ -65,18 +66,12 @@ class OpenAIRoutes:
         self._model_name = model_name
         self._created = int(time.time())
 
-    def add_to(self, app: web.Application) -> None:
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/v1/models/{model}", self.model)
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        chat = parse_openai_body(await request.read())
+    async def chat(self, request: HttpRequest) -> Response | None:
+        chat = parse_openai_body(request.body)
         return await self._serve(request, chat, None)
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        chat = parse_openai_body(await request.read())
+    async def completions(self, request: HttpRequest) -> Response | None:
+        chat = parse_openai_body(request.body)
         if chat.prompt is None:
             raise BadRequest("/v1/completions takes `prompt` (a string); send `messages` to /v1/chat/completions")
         return await self._serve(request, chat, as_text_completion)
@@ -84,28 +79,28 @@ class OpenAIRoutes:
     def _model_object(self) -> dict[str, Any]:
         return {"id": self._model_name(), "object": "model", "created": self._created, "owned_by": "edged"}
 
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._model_object()]})
+    async def models(self, request: HttpRequest) -> Response:
+        return json_response({"object": "list", "data": [self._model_object()]})
 
-    async def model(self, request: web.Request) -> web.Response:
-        if request.match_info["model"] != self._model_name():
+    async def model(self, request: HttpRequest) -> Response:
+        if unquote(request.path.removeprefix(MODEL_PREFIX)) != self._model_name():
             return error_response("not_found", f"this device serves {self._model_name()!r} only")
-        return web.json_response(self._model_object())
+        return json_response(self._model_object())
 
-    async def _serve(self, request: web.Request, chat: ChatRequest,
-                     shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> web.StreamResponse:
-        caller = request[CALLER]
+    async def _serve(self, request: HttpRequest, chat: ChatRequest,
+                     shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Response | None:
+        caller = request.state[CALLER]
         job = self._submit(chat, transport=TRANSPORT, peer=caller.peer, client=caller.client)
         try:
             if chat.stream:
                 return await self._stream(request, job, shape)
             return await self._whole(job, shape)
         finally:
-            # The handler is cancelled when the client hangs up (handler_cancellation): stop at the next token.
+            # The server cancels the handler when the client hangs up: stop at the next token.
             if not job.finished:
                 job.cancel("client disconnected")
 
-    async def _whole(self, job: Job, shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> web.Response:
+    async def _whole(self, job: Job, shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Response:
         answer: dict[str, Any] = {}
 
         async def keep(obj: dict[str, Any], final: bool, error: bool) -> None:
@@ -114,10 +109,10 @@ class OpenAIRoutes:
         await relay_events(job, self._model_name(), keep)
         if "error" in answer:
             return error_response(answer["error"]["code"], answer["error"]["message"])
-        return web.json_response(shape(answer) if shape else answer)
+        return json_response(shape(answer) if shape else answer)
 
-    async def _stream(self, request: web.Request, job: Job,
-                      shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> web.StreamResponse:
+    async def _stream(self, request: HttpRequest, job: Job,
+                      shape: Callable[[dict[str, Any]], dict[str, Any]] | None) -> Response | None:
         stream = SseStream(request)
         refused: dict[str, Any] = {}
 
@@ -132,4 +127,5 @@ class OpenAIRoutes:
         await relay_events(job, self._model_name(), send)
         if refused:
             return error_response(refused["error"]["code"], refused["error"]["message"])
-        return await stream.finish()
+        await stream.finish()
+        return None

@@ -1,4 +1,4 @@
-"""The HTTP listener's settings, resolved from the config; no aiohttp here, so the wiring can build them."""
+"""The HTTP listener's settings, resolved from the config; no HTTP library here, so the wiring can build them."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
+from edged.transports.http.request import HttpRequest
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
@@ -18,22 +18,18 @@ def encode_event(obj: dict[str, Any]) -> bytes:
 class SseStream:
     """Opens the response at the first event, so an error before any token still gets its HTTP status."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: HttpRequest) -> None:
         self._request = request
-        self.response: web.StreamResponse | None = None
 
     @property
     def started(self) -> bool:
-        return self.response is not None
+        return self._request.streaming
 
     async def send(self, obj: dict[str, Any]) -> None:
-        if self.response is None:
-            self.response = web.StreamResponse(status=200, headers=HEADERS)
-            await self.response.prepare(self._request)
-        await self.response.write(encode_event(obj))
+        if not self._request.streaming:
+            await self._request.start_stream(200, HEADERS)
+        await self._request.write(encode_event(obj))
 
-    async def finish(self) -> web.StreamResponse:
-        assert self.response is not None
-        await self.response.write(DONE)
-        await self.response.write_eof()
-        return self.response
+    async def finish(self) -> None:
+        """The last event; the server ends the chunked body when the handler returns."""
+        await self._request.write(DONE)
