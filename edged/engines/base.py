@@ -78,6 +78,11 @@ class Engine(ABC):
     def unload(self) -> None:
         """Free the model's memory; load() brings it back."""
 
+    def release_idle(self) -> None:
+        """Free what an idle model holds; load() brings it back. Engines that can keep something cheap to
+        keep (the GGUF engine's mmapped weights) override this; the rest unload."""
+        self.unload()
+
     @property
     @abstractmethod
     def loaded(self) -> bool:

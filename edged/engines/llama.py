@@ -42,6 +42,7 @@ class LlamaEngine(Engine):
         self._path = path
         self._lib: Any = None
         self._model: Any = None
+        self._weights: tuple[bool, bool] | None = None  # (mmap, mlock) the weights were loaded with
         self._ctx: Any = None
         self._vocab: Any = None
         self._memory: Any = None
@@ -77,17 +78,22 @@ class LlamaEngine(Engine):
         return size
 
     def load(self, settings: EngineSettings) -> ModelInfo:
-        self.unload()
         size = self._check_file()
-        lib = self._lib = llama_backend.bindings()
-        lib.llama_backend_init()
-        mparams = lib.llama_model_default_params()
-        mparams.use_mmap = settings.mmap
-        mparams.use_mlock = settings.mlock
-        mparams.n_gpu_layers = 0
-        model = lib.llama_model_load_from_file(str(self._path).encode(), mparams)
-        if not model:
-            raise EngineError(f"llama.cpp could not load {self._path}: corrupt or unsupported GGUF")
+        kept = self._model is not None and self._ctx is None and self._weights == (settings.mmap, settings.mlock)
+        if kept:  # after an idle release: the weights are still mapped, only the context is new
+            lib, model = self._lib, self._model
+        else:
+            self.unload()
+            lib = self._lib = llama_backend.bindings()
+            lib.llama_backend_init()
+            mparams = lib.llama_model_default_params()
+            mparams.use_mmap = settings.mmap
+            mparams.use_mlock = settings.mlock
+            mparams.n_gpu_layers = 0
+            model = lib.llama_model_load_from_file(str(self._path).encode(), mparams)
+            if not model:
+                raise EngineError(f"llama.cpp could not load {self._path}: corrupt or unsupported GGUF")
+            self._model, self._weights = model, (settings.mmap, settings.mlock)
         threads = max(1, min(settings.threads, os.cpu_count() or 1))
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = settings.context
@@ -97,9 +103,9 @@ class LlamaEngine(Engine):
         cparams.no_perf = True
         ctx = lib.llama_init_from_model(model, cparams)
         if not ctx:
-            lib.llama_model_free(model)
+            self.unload()
             raise EngineError(f"llama.cpp could not create a context of {settings.context} tokens")
-        self._model, self._ctx = model, ctx
+        self._ctx = ctx
         self._vocab = lib.llama_model_get_vocab(model)
         self._memory = lib.llama_get_memory(ctx)
         self._n_ctx, self._n_batch = lib.llama_n_ctx(ctx), settings.batch
@@ -153,6 +159,19 @@ class LlamaEngine(Engine):
             return ""
         n = self._lib.llama_token_to_piece(self._vocab, token, self._piece, PIECE_BUFFER, 0, True)
         return self._piece.raw[:max(n, 0)].decode("utf-8", "replace")
+
+    def release_idle(self) -> None:
+        """Free the context and its KV cache, keep mmapped weights: they are clean file pages, which the
+        kernel reclaims under pressure anyway, and the next request then needs a context, not a load.
+        Weights that are anonymous memory (mmap off) or locked (mlock) are freed with the rest."""
+        if self._weights != (True, False):
+            self.unload()
+            return
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        self._cached = []
+        self._grammars = None
 
     def unload(self) -> None:
         if self._ctx is not None:

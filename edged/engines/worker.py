@@ -75,6 +75,13 @@ class ModelWorker:
         self.info = None
         logger.info("model unloaded")
 
+    async def release_idle(self) -> None:
+        if self.info is None:
+            return
+        await self._call(self._engine.release_idle)
+        self.info = None
+        logger.info("model released while idle")
+
     async def replace_engine(self, engine: Engine, settings: EngineSettings) -> ModelInfo:
         """Unload the current model and load `engine` in its place; on failure the caller swaps back."""
         self.activity = "swapping"

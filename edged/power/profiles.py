@@ -105,7 +105,8 @@ class IdleSettings(StrictModel):
 
     unload_after_s: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600,
-        description="unload the model after this many idle seconds; absent = never unload")
+        description="unload the model after this many idle seconds (GGUF with mmap on and mlock off: the context "
+                    "and KV cache are freed, the mapped weights kept as reclaimable file pages); absent = never")
 
 
 class ProfileUpdates(StrictModel):

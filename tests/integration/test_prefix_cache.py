@@ -102,3 +102,22 @@ def test_a_state_longer_than_the_context_is_skipped_and_kept(demo_model: Path, t
     _, cached = ask(again, "Is the door locked?")
     assert cached > 250
     again.unload()
+
+
+def test_an_idle_release_keeps_mapped_weights_and_starts_warm(demo_model: Path, tmp_path: Path) -> None:
+    engine = engine_with_store(demo_model, tmp_path / "prefix-cache")
+    ask(engine, "Where is the next stop?")
+    warm_answer, warm_cached = ask(engine, "How much fuel is left?")
+    weights = engine._model
+    engine.release_idle()
+    assert not engine.loaded and engine._model is weights  # the context is gone, the mapping stays
+    engine.load(SETTINGS)
+    assert engine._model is weights  # no second load of the file
+    answer, cached = ask(engine, "How much fuel is left?")
+    assert cached >= warm_cached and answer == warm_answer
+    engine.release_idle()
+    engine.load(EngineSettings(threads=2, batch=256, context=1024, mmap=False))  # other weights settings
+    assert engine._model is not weights
+    engine.release_idle()  # weights in anonymous memory go with the rest
+    assert engine._model is None and not engine.loaded
+    engine.unload()
