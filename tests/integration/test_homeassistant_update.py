@@ -63,6 +63,9 @@ def test_the_update_entity_and_wyoming_follow_a_signed_install(make_daemon, tmp_
         assert busy is not None and busy["latest_version"] == "hass v1" and busy["installed_version"] != "hass v1"
         done = entity(probe.wait_for(installed("hass v1"), "installed", timeout=120, watch=daemon))
         assert done is not None and done["installed_version"] == done["latest_version"] == "hass v1"
+        shown = [e for e in map(entity, probe.seen) if e]
+        before = shown[:next(i for i, e in enumerate(shown) if e["in_progress"])]
+        assert {e["installed_version"] for e in before} == {idle["installed_version"]}  # one name, report or none
         print("update entity:", [(e["installed_version"], e["latest_version"], e["in_progress"],
                                   e["update_percentage"]) for e in map(entity, probe.seen) if e])
         assert done["release_summary"].startswith("hass v1: ")
