@@ -279,10 +279,13 @@ def test_too_many_connections_are_refused_with_busy(tmp_path):
                 await first.write_event(Ping().event())
                 await first.read_event()
                 async with AsyncClient.from_uri(server.uri) as second:
-                    return await second.read_event()
+                    await second.write_event(Transcript(text="hi").event())  # a pipeline asks at once
+                    return [await second.read_event() for _ in range(3)]
 
-    event = run(main())
-    assert Error.is_type(event.type) and Error.from_event(event).code == "busy"
+    error, refusal, end = run(main())
+    assert Error.is_type(error.type) and Error.from_event(error).code == "busy"
+    assert NotHandled.from_event(refusal).text == "too many voice connections (at most 1); retry later"
+    assert end is None  # and the connection is closed
 
 
 def test_tcp_on_loopback(tmp_path):
