@@ -106,15 +106,36 @@ def http_service(config: Config, *, core: Core, control: DeviceControl, events: 
                        state_dir=state_dir, plaintext=peers, mqtt=mqtt)
 
 
-def wyoming_transport(config: Config, core: Core, worker: ModelWorker,
-                      control: DeviceControl) -> WyomingTransport | None:
+def wyoming_transport(config: Config, core: Core, worker: ModelWorker, control: DeviceControl,
+                      state_dir: Path) -> WyomingTransport | None:
     """The Wyoming handle server when [wyoming] uri is set."""
     if config.wyoming.uri is None:
         return None
     from edged.transports.wyoming import WyomingTransport  # noqa: PLC0415  (wyoming: only when configured)
     from edged.transports.wyoming_wire import model_facts
 
-    return WyomingTransport(config.wyoming, core, lambda: model_facts(worker.info, control.model_name()))
+    release = serving_release(state_dir, worker) if config.updates is not None else lambda: None
+    return WyomingTransport(config.wyoming, core, lambda: model_facts(worker.info, control.model_name(), release()))
+
+
+def serving_release(state_dir: Path, worker: ModelWorker) -> Callable[[], str | None]:
+    """The signed release that installed the loaded model (``stable v3``); the pointer is read once per load."""
+    from edged.fleet.device.slots import Slots  # noqa: PLC0415  (only with [updates])
+
+    slots = Slots(state_dir)
+    read_for: object = object()  # the ModelInfo the release was read for: a (re)load makes a new one
+    release: str | None = None
+
+    def current() -> str | None:
+        nonlocal read_for, release
+        info = worker.info
+        if info is not read_for:
+            pointer = slots.read_pointer()
+            serving = pointer is not None and (info is None or Path(info.path).name == pointer.model)
+            read_for, release = info, f"{pointer.channel} v{pointer.version}" if serving and pointer else None
+        return release
+
+    return current
 
 
 def mqtt_session(config: Config, *, core: Core, gateway: SealedGateway, control: DeviceControl, events: Events,

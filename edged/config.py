@@ -109,11 +109,14 @@ class PrivacyConfig(StrictModel):
                                                                 "batching tokens (hides token timing; adds latency)")
 
 
+DISCOVERY_PREFIX_PATTERN = r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*"
+
+
 class HomeAssistantConfig(StrictModel):
     enabled: bool = Field(False, description="announce this device to Home Assistant by MQTT discovery (needs [mqtt]); "
                                              "switching it off removes the announced entities")
     discovery_prefix: str = Field("homeassistant", min_length=1, max_length=64,
-                                  pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                                  pattern=f"^{DISCOVERY_PREFIX_PATTERN}$",
                                   description="Home Assistant's discovery prefix; its birth messages come on "
                                               "<prefix>/status")
     device_name: str | None = Field(None, min_length=1, max_length=64,

@@ -150,7 +150,7 @@ class Daemon:
                                           state_dir=self.state_dir, peers=peers, mqtt=lambda: self.mqtt)
         if self.http is not None:  # binds its sockets and imports h11 while the model loads; serves from READY
             await self.http.start()
-        self.wyoming = assembly.wyoming_transport(config, self.core, self.worker, self.control)
+        self.wyoming = assembly.wyoming_transport(config, self.core, self.worker, self.control, self.state_dir)
         if self.wyoming is not None:
             await self.wyoming.start()
         prebuild(ChatRequest)  # the first request's validator, built while the model loads

@@ -33,7 +33,8 @@ def cmd_ha_forget(args: argparse.Namespace) -> int:
         raise ConfigError("edged ha forget needs the broker: an [mqtt] section in --config, or --mqtt URL")
     topics = HaTopics(DeviceTopics(config.mqtt.topic_prefix, config.device_id), config.homeassistant.discovery_prefix)
     state_dir = config.state_dir or default_state_dir()
-    targets = sorted({*(topics.config(e) for e in ALL_ENTITIES), *read_marker(state_dir), topics.state, topics.update})
+    announced = read_marker(state_dir, topics.node)
+    targets = sorted({*(topics.config(e) for e in ALL_ENTITIES), *announced, topics.state, topics.update})
     # Its own client id: reusing the daemon's would disconnect a running daemon.
     client_id = f"edged-{config.device_id}-ha-forget"[:128]
     link = MqttLink(config.mqtt.model_copy(update={"client_id": client_id}), client_id=client_id)

@@ -45,6 +45,10 @@ class ModelInfo:
     context: int
     context_train: int
     threads: int
+    # Who made the model and which version it is, as the file says (GGUF general.*; empty if it does not).
+    author: str = ""
+    url: str = ""
+    version: str = ""
 
 
 @dataclass

@@ -25,6 +25,9 @@ logger = structlog.get_logger(__name__)
 GGUF_MAGIC = b"GGUF"
 KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
 PIECE_BUFFER = 256
+# The GGUF keys that say who made the model and which version it is (Wyoming's describe shows them).
+ATTRIBUTION_KEYS = frozenset({"general.author", "general.organization", "general.url", "general.repo_url",
+                              "general.version"})
 PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
 
 
@@ -131,7 +134,9 @@ class LlamaEngine(Engine):
         info = ModelInfo(name=meta.get("general.name", self._path.stem), path=str(self._path), format="gguf",
                          size_bytes=size, parameters=int(lib.llama_model_n_params(model)),
                          context=self._n_ctx, context_train=int(lib.llama_model_n_ctx_train(model)),
-                         threads=threads)
+                         threads=threads, author=meta.get("general.author") or meta.get("general.organization", ""),
+                         url=meta.get("general.url") or meta.get("general.repo_url", ""),
+                         version=meta.get("general.version", ""))
         logger.info("model loaded", model=info.name, path=info.path, context=info.context, threads=threads,
                     kv_cache_type=settings.kv_cache_type, cpu_variant=llama_backend.loaded_variant())
         return info
@@ -143,7 +148,7 @@ class LlamaEngine(Engine):
             if lib.llama_model_meta_key_by_index(self._model, i, buf, len(buf)) < 0:
                 continue
             key = buf.value.decode("utf-8", "replace")
-            if not key.startswith(("general.name", "tokenizer.chat_template")):
+            if key not in ATTRIBUTION_KEYS and not key.startswith(("general.name", "tokenizer.chat_template")):
                 continue
             size = lib.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
             if size >= len(buf):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from edged.atomic import write_atomic
-from edged.config import HomeAssistantConfig
+from edged.atomic import read_bounded, write_atomic
+from edged.config import DISCOVERY_PREFIX_PATTERN, HomeAssistantConfig
 from edged.errors import EdgedError, UpdateError
 from edged.fleet.messages import UpdateStateReport, parse_state
 from edged.homeassistant.entities import ALL_ENTITIES, ENTITIES, PROFILE_SELECT, HaTopics, config_payload, device_block
@@ -32,6 +33,9 @@ logger = structlog.get_logger(__name__)
 MARKER = "homeassistant-discovery.json"
 ANNOUNCE_GAP_S = 5.0  # a flood of `online` births (anyone may publish one) costs at most one announce per gap
 MAX_COMMAND_BYTES = 64
+MAX_MARKER_BYTES = 64 * 1024
+MAX_MARKER_TOPICS = 256
+COMPONENTS = sorted({entity.component for entity in ALL_ENTITIES})
 
 
 class HomeAssistant(MqttFeature):
@@ -189,7 +193,7 @@ class HomeAssistant(MqttFeature):
         return self.topics.state, self.topics.update
 
     def _read_marker(self) -> list[str]:
-        return read_marker(self._marker.parent)
+        return read_marker(self._marker.parent, self.topics.node)
 
     def _write_marker(self, topics: list[str]) -> None:
         try:
@@ -198,10 +202,28 @@ class HomeAssistant(MqttFeature):
             logger.warning("cannot remember the announced home assistant entities", error=str(exc))
 
 
-def read_marker(state_dir: Path) -> list[str]:
-    """The discovery topics this device announced last (none if never, or unreadable)."""
+def read_marker(state_dir: Path, node: str) -> list[str]:
+    """The discovery topics this device announced last (none if never, or unreadable).
+
+    Every topic read here is emptied on the broker, so only this device's own config topics count
+    (any prefix, a component edged announces, its node id): a damaged or planted file must not remove
+    another device's entities or anything else that is retained.
+    """
     try:
-        topics = json.loads((state_dir / MARKER).read_text())["topics"]
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = read_bounded(state_dir / MARKER, MAX_MARKER_BYTES)
+    except FileNotFoundError:
         return []
-    return [t for t in topics if isinstance(t, str) and t.endswith("/config")] if isinstance(topics, list) else []
+    except OSError as exc:
+        logger.warning("announced home assistant entities unreadable", error=str(exc))
+        return []
+    try:
+        if len(raw) > MAX_MARKER_BYTES:
+            raise ValueError(f"over {MAX_MARKER_BYTES} bytes")
+        topics = json.loads(raw)["topics"]
+        if not isinstance(topics, list):
+            raise ValueError("topics is not a list")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # deep nesting is a RecursionError
+        logger.warning("announced home assistant entities unreadable", error=str(exc)[:200])
+        return []
+    own = re.compile(rf"^{DISCOVERY_PREFIX_PATTERN}/(?:{'|'.join(COMPONENTS)})/{re.escape(node)}/[A-Za-z0-9_-]+/config$")
+    return [t for t in topics if isinstance(t, str) and own.match(t)][:MAX_MARKER_TOPICS]

@@ -91,10 +91,10 @@ def device_state(facts: DeviceFacts, window: RequestWindow) -> bytes:
 
 def update_state(report: UpdateStateReport | None, model_name: str) -> bytes:
     """The update entity's JSON from the signed-update state report (None: no update seen yet)."""
-    installed = model_name
-    if report is not None and report.active is not None:
+    installed = model_name  # the configured model (no signed release): the same name before and after a report
+    if report is not None and report.active is not None and report.active.release is not None:
         release = report.active.release
-        installed = f"{release.channel} v{release.version}" if release else report.active.model
+        installed = f"{release.channel} v{release.version}"
     payload: dict[str, Any] = {"installed_version": installed, "latest_version": installed, "in_progress": False,
                                "update_percentage": None, "title": "Language model",
                                "release_summary": f"serving {model_name}"}

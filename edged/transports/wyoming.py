@@ -40,6 +40,8 @@ logger = structlog.get_logger(__name__)
 
 # Streamed transcripts end with a plain `transcript` (the one answered); their pieces need no reply.
 IGNORED = frozenset({"transcript-start", "transcript-chunk", "transcript-stop", "pong"})
+REFUSED_LINGER_S = 2.0  # how long a connection over the limit may take to read its refusal and hang up
+REFUSED_READ_BYTES = 64 * 1024
 WAITING_EVENTS = 4  # events queued behind a running answer; a peer sending more is not a voice pipeline
 
 
@@ -167,6 +169,15 @@ class WyomingConnection(AsyncEventHandler):
             await self.write_event(HandledStop().event())
 
 
+async def _drop_until_hang_up(reader: asyncio.StreamReader, limit: int) -> None:
+    dropped = 0
+    while dropped <= limit:
+        data = await reader.read(4096)
+        if not data:
+            return
+        dropped += len(data)
+
+
 def _spoken_error(event: ErrorEvent) -> str:
     return f"{event.message} ({event.code})"
 
@@ -180,6 +191,7 @@ class WyomingTransport:
         self._describe_model = describe_model
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._refusing: set[asyncio.Task[None]] = set()  # connections over the limit, told so and closing
 
     async def start(self) -> None:
         try:
@@ -203,19 +215,39 @@ class WyomingTransport:
             self._server = None
             if self.address.path is not None:
                 self.address.path.unlink(missing_ok=True)
-        for task in list(self._connections):
+        ending = [*self._connections, *self._refusing]
+        for task in ending:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*ending, return_exceptions=True)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The error for any client, and a not-handled that a pipeline waiting for its answer speaks.
+
+        What the client sent is read and dropped until it hangs up (bounded): closing with unread data
+        resets the connection, and the client could lose the reason or fail at its own close.
+        """
+        why = f"too many voice connections (at most {self._settings.max_connections}); retry later"
+        try:
+            await async_write_event(Error(text=why, code="busy").event(), writer)
+            await async_write_event(NotHandled(text=why).event(), writer)
+            if len(self._refusing) <= self._settings.max_connections:  # a flood is closed at once
+                if writer.can_write_eof():
+                    writer.write_eof()
+                await asyncio.wait_for(_drop_until_hang_up(reader, REFUSED_READ_BYTES), REFUSED_LINGER_S)
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self._settings.max_connections:
+            self._refusing.add(task)
             try:
-                await async_write_event(Error(text="too many connections; retry later", code="busy").event(), writer)
-            except (ConnectionError, OSError):
-                pass
-            writer.close()
+                await self._refuse(reader, writer)
+            finally:
+                self._refusing.discard(task)
             return
         self._connections.add(task)
         try:

@@ -96,12 +96,28 @@ class ModelFacts:
     url: str = ""
 
 
-def model_facts(info: Any, fallback_name: str) -> ModelFacts:
-    """From the worker's ModelInfo (None while the model is not loaded)."""
+MAX_FACT_CHARS = 256  # a model file's metadata is the file author's text: bounded and printable only
+MAX_URL_CHARS = 1024
+
+
+def _fact(text: str, limit: int = MAX_FACT_CHARS) -> str:
+    return "".join(c for c in text if c.isprintable()).strip()[:limit]
+
+
+def model_facts(info: Any, fallback_name: str, release: str | None = None) -> ModelFacts:
+    """From the worker's ModelInfo (None while the model is not loaded) and the signed release serving, if any.
+
+    The version is the release (``stable v3``) when a signed update installed the model, else the one
+    its file names; the attribution is the file's author or organization and its URL.
+    """
     if info is None:
-        return ModelFacts(name=fallback_name, description="a local language model (not loaded yet)")
+        return ModelFacts(name=_fact(fallback_name), description="a local language model (not loaded yet)",
+                          version=release)
     size = f", {info.parameters / 1e6:.0f}M parameters" if info.parameters else ""
-    return ModelFacts(name=info.name, description=f"{info.format.upper()} model{size}, served by edged")
+    return ModelFacts(name=_fact(info.name) or _fact(fallback_name),
+                      description=f"{info.format.upper()} model{size}, served by edged",
+                      version=release or _fact(info.version) or None, author=_fact(info.author) or "unknown",
+                      url=_fact(info.url, MAX_URL_CHARS))
 
 
 def info_event(model: ModelFacts, languages: list[str], streaming: bool) -> Event:

@@ -63,9 +63,14 @@ def test_discovery_configs_templates_birth_and_forget(make_inprocess_daemon, mos
             late.wait_for(lambda m: len({x.topic for x in late.seen if x.retain and x.payload}) == len(ENTITIES),
                           "the configs, retained")
 
+        values_before = len([m for m in probe.drain() if m.topic == STATE])
         with d.client() as client:
-            list(client.ask({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": True}))
+            streamed = list(client.ask({"messages": [{"role": "user", "content": "Count from one to twenty."}],
+                                        "max_tokens": 8, "stream": True}))
         probe.wait_for(lambda m: m.topic == STATE and json.loads(m.payload)["requests_served"] >= 1, "values")
+        tokens = streamed[-1]["usage"]["completion_tokens"]
+        # One value message per finished request (one more if a telemetry period ends meanwhile), never per token.
+        assert len([m for m in probe.drain() if m.topic == STATE]) - values_before <= 2 < tokens
         state = latest(probe, STATE)
         values = json.loads(state)
         assert values["decode_tps"] > 0 and values["ttft_ms"] > 0 and values["profile"]

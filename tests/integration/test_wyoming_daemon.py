@@ -54,6 +54,8 @@ def test_describe_names_the_loaded_model(voice):
     (model,) = program.models
     assert model.installed and model.languages == ["en"] and "GGUF" in model.description
     assert model.name == voice.status()["model"]["name"]
+    assert model.attribution.name == "HuggingFaceTB"  # the demo GGUF's general.organization
+    assert model.version is None  # its file names no version and no signed release installed it
 
 
 def test_transcript_is_answered_by_the_model_streamed_and_whole(voice):

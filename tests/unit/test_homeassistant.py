@@ -112,6 +112,8 @@ def report(state, **fields):
 def test_update_entity_follows_the_signed_update_state():
     idle = json.loads(update_state(None, "smol"))
     assert idle["installed_version"] == idle["latest_version"] == "smol" and idle["in_progress"] is False
+    configured = UpdateStateReport(device_id="d", state="idle", active=ActiveModel(slot=None, model="smol.Q4.gguf"))
+    assert json.loads(update_state(configured, "smol")) == idle  # the first report names the model the same way
     downloading = json.loads(update_state(report("downloading", release=ReleaseRef(channel="stable", version=4),
                                                  progress_pct=42.25), "smol"))
     assert downloading["installed_version"] == "stable v3" and downloading["latest_version"] == "stable v4"

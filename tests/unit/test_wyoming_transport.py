@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from wyoming.ping import Ping, Pong
 from edged.config import WyomingConfig, load_config
 from edged.core import Core
 from edged.events import Events
+from edged.engines.base import GenerationResult
 from edged.engines.worker import ModelWorker
 from edged.errors import ConfigError, EngineError, TransportError
 from edged.transports.wyoming import WyomingTransport
@@ -184,22 +186,49 @@ def test_a_failure_after_start_ends_the_stream_with_not_handled(tmp_path):
     assert "out of memory" in NotHandled.from_event(events[2]).text
 
 
+class Stepped(FakeEngine):
+    """The first token at once, the rest only after `release`: what happens at the next token is exact."""
+
+    def __init__(self) -> None:
+        super().__init__(tokens=10_000)
+        self.release = threading.Event()
+
+    def generate(self, messages, prompt, params, sink):
+        count = 0
+        for i in range(params.max_tokens):
+            if i == 1:
+                self.release.wait(10)
+            count += 1
+            if not sink(f"t{i} "):
+                break
+        self.generated_per_call.append(count)
+        return GenerationResult("cancelled", 3, count, 0, 0.001, 0.01)
+
+
 def test_disconnect_cancels_the_generation_at_the_next_token(tmp_path):
     async def main():
-        engine = FakeEngine(tokens=10_000, delay_s=0.002)
+        engine = Stepped()
         async with Server(tmp_path, engine, max_tokens=4096, profile=make_profile(max_tokens=4096)) as server:
+            jobs, submit = [], server.core.submit
+            server.core.submit = lambda *a, **k: jobs.append(submit(*a, **k)) or jobs[-1]
             client = AsyncClient.from_uri(server.uri)
             await client.connect()
             await client.write_event(Transcript(text="count to ten thousand").event())
             await events_until(client, "handled-chunk")
             await client.disconnect()
+            for _ in range(1000):  # bounded: the hang-up reaches the job while the model waits for its next token
+                if jobs[0].cancel_flag.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            cancelled_before_next_token = jobs[0].cancel_flag.is_set()
+            engine.release.set()
             while not server.summaries:
                 await asyncio.sleep(0.01)
-            return server.summaries[0], engine.generated_per_call
+            return cancelled_before_next_token, server.summaries[0], engine.generated_per_call
 
-    summary, generated = run(main())
-    assert summary.outcome == "cancelled"
-    assert generated[0] < 10_000
+    cancelled_before_next_token, summary, generated = run(main())
+    assert cancelled_before_next_token and summary.outcome == "cancelled"
+    assert generated == [2]  # the token sent, and the next one refused: it stopped within one token
 
 
 def test_hostile_framing_gets_an_error_and_the_server_keeps_serving(tmp_path):
@@ -250,10 +279,13 @@ def test_too_many_connections_are_refused_with_busy(tmp_path):
                 await first.write_event(Ping().event())
                 await first.read_event()
                 async with AsyncClient.from_uri(server.uri) as second:
-                    return await second.read_event()
+                    await second.write_event(Transcript(text="hi").event())  # a pipeline asks at once
+                    return [await second.read_event() for _ in range(3)]
 
-    event = run(main())
-    assert Error.is_type(event.type) and Error.from_event(event).code == "busy"
+    error, refusal, end = run(main())
+    assert Error.is_type(error.type) and Error.from_event(error).code == "busy"
+    assert NotHandled.from_event(refusal).text == "too many voice connections (at most 1); retry later"
+    assert end is None  # and the connection is closed
 
 
 def test_tcp_on_loopback(tmp_path):
