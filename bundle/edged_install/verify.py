@@ -98,6 +98,8 @@ def _load_json(data: bytes, what: str) -> dict:
         document = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # a few kilobytes of nested brackets are enough
+        raise BundleError(f"{what} is nested too deeply to be a signed document") from None
     if not isinstance(document, dict):
         raise BundleError(f"{what} is not a JSON object")
     return document
@@ -117,7 +119,8 @@ def verify_envelope(data: bytes, payload_type: str, keys: list[str], threshold: 
     message = pae(payload_type, payload)
     valid: set[str] = set()
     for signature in envelope["signatures"]:
-        if not isinstance(signature, dict) or set(signature) != {"keyid", "sig"}:
+        if (not isinstance(signature, dict) or set(signature) != {"keyid", "sig"}
+                or not isinstance(signature["keyid"], str)):
             raise BundleError(f"{what} has a malformed signature entry")
         public = by_keyid.get(signature["keyid"])
         if public is not None and ed25519.verify(public, message, _b64(signature["sig"], f"{what} signature")):
@@ -129,7 +132,8 @@ def verify_envelope(data: bytes, payload_type: str, keys: list[str], threshold: 
 
 def _role(root: dict, name: str) -> tuple[list[str], int]:
     role = root.get(name)
-    if not isinstance(role, dict) or not isinstance(role.get("keys"), list) or not isinstance(role.get("threshold"), int):
+    threshold = role.get("threshold") if isinstance(role, dict) else None
+    if not isinstance(role, dict) or not isinstance(role.get("keys"), list) or type(threshold) is not int:
         raise BundleError(f"trust root: [{name}] is malformed")
     keys = role["keys"]
     well_formed = all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
