@@ -21,7 +21,8 @@ SIGNATURE = "SHA256SUMS.sig"
 SUMS_PAYLOAD_TYPE = "application/vnd.edged.bundle-sums+text"
 ROOT_PAYLOAD_TYPE = "application/vnd.edged.root+json"
 MAX_DOCUMENT_BYTES = 64 * 1024
-_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9._+/-]+)")
+PATH_PATTERN = r"[A-Za-z0-9._+/-]+"  # a bundle file's name; scripts/bundle refuses to ship any other
+_LINE = re.compile(rf"([0-9a-f]{{64}})  ({PATH_PATTERN})")
 
 
 class BundleError(Exception):
