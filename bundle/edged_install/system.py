@@ -118,8 +118,9 @@ def _check_record(record: object) -> str | None:
     """What is wrong with a parsed record, or None. Unknown keys are left alone (a newer installer's)."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    if not isinstance(record.get("group_created", False), bool):
-        return "group_created is not true or false"
+    for key, value in record.items():  # group_created and the like: what --uninstall deletes again
+        if key.endswith("_created") and not isinstance(value, bool):
+            return f"{key[:40]} is not true or false"
     for key in ("config_sha256", "sums_sha256"):
         if key in record and not (isinstance(record[key], str) and _HEX64.fullmatch(record[key])):
             return f"{key} is not a SHA-256"

@@ -51,6 +51,7 @@ def test_unknown_keys_of_a_newer_installer_are_kept(tmp_path: Path) -> None:
     (b" " * (system.MAX_RECORD_BYTES + 1), "over 65536 bytes"),
     (b"[]", "not a JSON object"),
     (json.dumps({**GOOD, "group_created": "yes"}).encode(), "group_created is not true or false"),
+    (json.dumps({**GOOD, "user_created": 1}).encode(), "user_created is not true or false"),
     (json.dumps({**GOOD, "config_sha256": "abc"}).encode(), "config_sha256 is not a SHA-256"),
     (json.dumps({**GOOD, "sums_sha256": None}).encode(), "sums_sha256 is not a SHA-256"),
     (json.dumps({**GOOD, "version": 2}).encode(), "must be strings"),
