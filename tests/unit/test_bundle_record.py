@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
@@ -84,6 +87,11 @@ def fake_bundle(tmp_path: Path) -> Path:
     bundle = tmp_path / "edged-0.1.0-linux-test"
     shutil.copytree(REPO / "bundle/edged_install", bundle / "lib/edged_install")
     shutil.copy2(REPO / "bundle/install", bundle / "install")
+    copies = {"config/edged.toml": "bundle/edged.toml", "profiles/balanced.toml": "profiles/balanced.toml",
+              "systemd/edged.service": "systemd/edged.service", "doc/operations.md": "docs/operations.md"}
+    for name, source in copies.items():
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / source, bundle / name)
     manifest = {"arch": platform.machine(), "version": "0.1.0", "glibc": "2.17", "wheels": [], "installer": "tools"}
     (bundle / "bundle.json").write_text(json.dumps(manifest))
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(bundle)}\n"
@@ -125,4 +133,42 @@ def test_install_and_uninstall_stop_at_a_damaged_record_and_change_nothing(tmp_p
     assert done.returncode == 1, done.stdout + done.stderr
     assert "install: /opt/edged/install.json under" in done.stderr and "is damaged" in done.stderr
     assert "Traceback" not in done.stderr
+    assert tree(root) == before
+
+
+def load_installer(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+    """The bundle's ./install as a module (it sets dont_write_bytecode and sys.path: both put back afterwards)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a .pyc in the bundle is a file SHA256SUMS does not list
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    loader = importlib.machinery.SourceFileLoader("bundle_install", str(bundle / "install"))
+    spec = importlib.util.spec_from_loader("bundle_install", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(platform.machine() not in MACHINES, reason="the installer knows x86_64 and aarch64")
+def test_a_unit_that_will_not_start_leaves_a_record_uninstall_can_follow(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle, root = fake_bundle(tmp_path), fake_root(tmp_path)
+    before = tree(root)
+    installer = load_installer(bundle, monkeypatch)
+    # Fakes for what needs root or a booted systemd; the record, config, profiles and unit files are real.
+    monkeypatch.setattr(system, "add_group", lambda r: (r / "etc/group").write_text("root:x:0:\nedged:x:999:\n"))
+    monkeypatch.setattr(system, "remove_group", lambda r: (r / "etc/group").write_text("root:x:0:\n"))
+    monkeypatch.setattr(installer, "install_venv", lambda r, *_: system.write_file(
+        system.inside(r, f"{system.VENV}/pyvenv.cfg"), b"home = /usr/bin\n", 0o644))
+    monkeypatch.setattr(system, "systemd_running", lambda r: True)
+    monkeypatch.setattr(system, "systemctl", lambda *a: subprocess.CompletedProcess(
+        ["systemctl", *a], 1 if "start" in a else 0, "", "Job for edged.service failed"))
+    args = argparse.Namespace(root=root, verify_root=None, force=False)
+    with pytest.raises(OSError, match="systemctl could not start edged"):
+        installer.install(args)  # type: ignore[attr-defined]
+    record = system.read_record(root)
+    assert record["group_created"] is True and "balanced.toml" in record["profiles"] and "config_sha256" in record
+    assert (root / "etc/systemd/system/edged.service").is_file()
+
+    monkeypatch.setattr(system, "systemd_running", lambda r: False)
+    assert installer.uninstall(args) == 0  # type: ignore[attr-defined]
     assert tree(root) == before
