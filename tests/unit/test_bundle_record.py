@@ -111,6 +111,8 @@ def fake_root(tmp_path: Path) -> Path:
     libc.write_bytes(b"\0GNU C Library (Debian GLIBC) stable release version 2.36.\n\0")
     (root / "etc").mkdir()
     (root / "etc/group").write_text("root:x:0:\n")
+    # A service user left by an earlier install: the installer keeps existing accounts, so the tests need no useradd.
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nedged:x:999:999::/nonexistent:/usr/sbin/nologin\n")
     return root
 
 
