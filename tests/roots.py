@@ -70,3 +70,13 @@ def run_in_root(root: Path, *argv: str, env: dict[str, str] | None = None, timeo
 def offline(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """``argv`` on the host, in a fresh network namespace: no interface but a down loopback."""
     return subprocess.run(["unshare", "--net", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+# The root bound onto itself noexec: nothing in it can be executed, natively or through qemu-user's binfmt handler.
+NOEXEC = 'mount --bind "$0" "$0" && mount -o remount,bind,noexec "$0" && exec "$@"'
+
+
+def offline_without_running_the_root(root: Path, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``argv`` on the host with the network cut and every file under ``root`` unexecutable (EACCES)."""
+    command = ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", NOEXEC, str(root), *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -103,11 +104,63 @@ def systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", *args], check=False, capture_output=True, text=True)
 
 
+class RecordError(Exception):
+    """The install record is damaged; nothing has been changed."""
+
+
+MAX_RECORD_BYTES = 64 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.toml")  # a file in PROFILES, never a path
+_RECORD_TEXT = ("bundle", "version", "arch")
+
+
+def _check_record(record: object) -> str | None:
+    """What is wrong with a parsed record, or None. Unknown keys are left alone (a newer installer's)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, value in record.items():  # group_created and the like: what --uninstall deletes again
+        if key.endswith("_created") and not isinstance(value, bool):
+            return f"{key[:40]} is not true or false"
+    for key in ("config_sha256", "sums_sha256"):
+        if key in record and not (isinstance(record[key], str) and _HEX64.fullmatch(record[key])):
+            return f"{key} is not a SHA-256"
+    if any(key in record and not isinstance(record[key], str) for key in _RECORD_TEXT):
+        return f"{', '.join(_RECORD_TEXT)} must be strings"
+    profiles = record.get("profiles", {})
+    if not isinstance(profiles, dict):
+        return "profiles is not an object"
+    for name, digest in profiles.items():
+        if not _PROFILE_NAME.fullmatch(name) or not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+            return f"profiles lists {name[:100]!r}, which is not a profile file name with its SHA-256"
+    return None
+
+
 def read_record(root: Path) -> dict:
+    """What an earlier ./install added here ({} when none did); RecordError when the record is damaged.
+
+    Uninstall removes files by this record, so a damaged one is refused rather than guessed at.
+    """
+    path = inside(root, RECORD)
     try:
-        return json.loads(inside(root, RECORD).read_text())
-    except (FileNotFoundError, ValueError):
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RECORD_BYTES + 1)
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise RecordError(f"cannot read {RECORD}: {exc.strerror}") from None
+    problem = f"over {MAX_RECORD_BYTES} bytes" if len(data) > MAX_RECORD_BYTES else None
+    if problem is None:
+        try:
+            record = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            problem = "not valid JSON (truncated?)"
+        else:
+            problem = _check_record(record)
+    if problem is not None:
+        raise RecordError(f"{RECORD} under {root} is damaged ({problem}). It says what the bundle installed, so "
+                          "nothing was changed; move it aside to install afresh (then --uninstall keeps the group, "
+                          "config and profiles, which it can no longer attribute to the bundle)")
+    return record
 
 
 def write_record(root: Path, record: dict) -> None:

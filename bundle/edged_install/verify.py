@@ -21,7 +21,8 @@ SIGNATURE = "SHA256SUMS.sig"
 SUMS_PAYLOAD_TYPE = "application/vnd.edged.bundle-sums+text"
 ROOT_PAYLOAD_TYPE = "application/vnd.edged.root+json"
 MAX_DOCUMENT_BYTES = 64 * 1024
-_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9._+/-]+)")
+PATH_PATTERN = r"[A-Za-z0-9._+/-]+"  # a bundle file's name; scripts/bundle refuses to ship any other
+_LINE = re.compile(rf"([0-9a-f]{{64}})  ({PATH_PATTERN})")
 
 
 class BundleError(Exception):
@@ -98,6 +99,8 @@ def _load_json(data: bytes, what: str) -> dict:
         document = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # a few kilobytes of nested brackets are enough
+        raise BundleError(f"{what} is nested too deeply to be a signed document") from None
     if not isinstance(document, dict):
         raise BundleError(f"{what} is not a JSON object")
     return document
@@ -117,7 +120,8 @@ def verify_envelope(data: bytes, payload_type: str, keys: list[str], threshold: 
     message = pae(payload_type, payload)
     valid: set[str] = set()
     for signature in envelope["signatures"]:
-        if not isinstance(signature, dict) or set(signature) != {"keyid", "sig"}:
+        if (not isinstance(signature, dict) or set(signature) != {"keyid", "sig"}
+                or not isinstance(signature["keyid"], str)):
             raise BundleError(f"{what} has a malformed signature entry")
         public = by_keyid.get(signature["keyid"])
         if public is not None and ed25519.verify(public, message, _b64(signature["sig"], f"{what} signature")):
@@ -129,7 +133,8 @@ def verify_envelope(data: bytes, payload_type: str, keys: list[str], threshold: 
 
 def _role(root: dict, name: str) -> tuple[list[str], int]:
     role = root.get(name)
-    if not isinstance(role, dict) or not isinstance(role.get("keys"), list) or not isinstance(role.get("threshold"), int):
+    threshold = role.get("threshold") if isinstance(role, dict) else None
+    if not isinstance(role, dict) or not isinstance(role.get("keys"), list) or type(threshold) is not int:
         raise BundleError(f"trust root: [{name}] is malformed")
     keys = role["keys"]
     well_formed = all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)

@@ -5,14 +5,27 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import tarfile
 from pathlib import Path
+
+from bundlelib.wheels import BundleBuildError
+from edged_install.verify import PATH_PATTERN
+
+
+def unlisted_names(names: list[str]) -> list[str]:
+    """The names the installer's SHA256SUMS parser would refuse (a space, a quote, non-ASCII, ...)."""
+    return [name for name in names if not re.fullmatch(PATH_PATTERN, name)]
 
 
 def write_sums(staging: Path, exclude: set[str]) -> bytes:
     """SHA256SUMS in `sha256sum -c` format over every file under ``staging``, sorted by path."""
     lines = []
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    if refused := unlisted_names([p.relative_to(staging).as_posix() for p in files]):
+        raise BundleBuildError(f"{refused[0]!r}: ./install accepts only letters, digits and . _ + - / in file names "
+                               "(the bundle would never install); rename it")
+    for path in files:
         name = path.relative_to(staging).as_posix()
         if name not in exclude:
             lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n")

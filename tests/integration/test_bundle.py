@@ -108,8 +108,24 @@ def test_corrupted_wheel_is_refused_before_anything_is_installed(bundle_dir: Pat
     assert tree_state(fresh_root) == before
 
 
+def test_verify_root_refuses_a_bundle_without_signature_before_anything_is_installed(
+        bundle_dir: Path, fresh_root: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    made = subprocess.run([sys.executable, "-m", "edged", "fleet", "init", "--dir", str(keys),
+                           "--root-keys", "1", "--root-threshold", "1"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    before = tree_state(fresh_root)
+    done = roots.offline(str(bundle_dir / "install"), "--root", str(fresh_root), "--verify-root", str(keys / "root.json"))
+    assert done.returncode == 1
+    assert "refusing this bundle, nothing was installed: the bundle has no SHA256SUMS.sig" in done.stderr
+    assert tree_state(fresh_root) == before
+
+
 def test_install_into_a_fresh_root_offline_then_ask(bundle_dir: Path, fresh_root: Path) -> None:
-    done = roots.offline(str(bundle_dir / "install"), "--root", str(fresh_root))
+    # Mounted noexec, the root's own binaries cannot run: --root must need none of them (issue 15 item 3).
+    cannot_run = roots.offline_without_running_the_root(fresh_root, "chroot", str(fresh_root), "/bin/true")
+    assert cannot_run.returncode != 0 and "Permission denied" in cannot_run.stderr, cannot_run.stderr
+    done = roots.offline_without_running_the_root(fresh_root, str(bundle_dir / "install"), "--root", str(fresh_root))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[8/8]" in done.stdout and "installed into" in done.stdout
     assert any(line.startswith("edged:") for line in (fresh_root / "etc/group").read_text().splitlines())

@@ -96,3 +96,37 @@ def test_target_check_refuses_another_arch_or_an_old_glibc(tmp_path: Path, machi
 def test_target_check_refuses_a_root_without_python(tmp_path: Path) -> None:
     with pytest.raises(venv.TargetError, match=r"needs Python 3\.11"):
         venv.check_target(tmp_path, MANIFEST)
+
+
+def test_sums_carry_only_names_the_installer_accepts(tmp_path: Path) -> None:
+    from edged_install import verify
+
+    root = staging(tmp_path, 0)
+    (root / "model").mkdir()
+    (root / "model/gateway_v2+q4.gguf").write_bytes(b"GGUF")
+    assert "model/gateway_v2+q4.gguf" in verify.parse_sums(archive.write_sums(root, exclude=set()).decode())
+    for refused in ("my model.gguf", 'quote".gguf', "modèle.gguf"):
+        (root / "model" / refused).write_bytes(b"GGUF")
+        # Written as it is, SHA256SUMS would have a line ./install refuses: a bundle that never installs.
+        with pytest.raises(wheels.BundleBuildError, match="rename it"):
+            archive.write_sums(root, exclude=set())
+        (root / "model" / refused).unlink()
+
+
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_bundle_refuses_a_model_name_the_installer_would_refuse_before_building(tmp_path: Path, layout: str) -> None:
+    import subprocess
+
+    if layout == "file":
+        model = tmp_path / "my model.gguf"
+        model.write_bytes(b"GGUF")
+    else:
+        model = tmp_path / "onnx-model"
+        model.mkdir()
+        (model / "model.onnx").write_bytes(b"onnx")
+        (model / "tokenizer (copy).json").write_text("{}")
+    done = subprocess.run([sys.executable, str(REPO / "scripts/bundle"), "--arch", "x86_64", "--model", str(model),
+                           "--out", str(tmp_path / "dist")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "has a character ./install refuses in a file name" in done.stderr and "==>" not in done.stderr
+    assert not (tmp_path / "dist").exists()

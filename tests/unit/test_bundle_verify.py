@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone
@@ -15,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bundle"))
 
 from edged_install import ed25519, verify  # noqa: E402
 from edged.fleet import dsse  # noqa: E402
-from edged.fleet.depot.keystore import OperatorKeys  # noqa: E402
+from edged.fleet.depot.keystore import OperatorKeys, keyid_of_hex  # noqa: E402
 
 
 def raw(key: Ed25519PrivateKey) -> bytes:
@@ -137,3 +139,79 @@ def test_signature_over_other_sums_or_of_another_type_is_refused(tmp_path: Path)
     (bundle / "SHA256SUMS.sig").unlink()
     with pytest.raises(verify.BundleError, match="unsigned"):
         verify.check_signature(bundle, keys.root_path)
+
+
+ZERO_KEYID = hashlib.sha256(bytes(32)).hexdigest()  # the key id of the all-zero key the tests trust
+
+
+def envelope(signatures: object, payload: object = "eA==", payload_type: object = verify.SUMS_PAYLOAD_TYPE) -> bytes:
+    return json.dumps({"payloadType": payload_type, "payload": payload, "signatures": signatures}).encode()
+
+
+@pytest.mark.parametrize("data, message", [
+    (envelope([{"keyid": [], "sig": "AA=="}]), "malformed signature entry"),  # unhashable: was a TypeError
+    (envelope([{"keyid": {"a": 1}, "sig": "AA=="}]), "malformed signature entry"),
+    (envelope([{"keyid": ZERO_KEYID, "sig": 7}]), "signature is not a string"),
+    (envelope([{"keyid": ZERO_KEYID, "sig": "AA"}]), "signature is not valid base64"),
+    (envelope([{"keyid": ZERO_KEYID, "sig": "AA=="}]), "0 valid signature"),  # a short signature is just invalid
+    (envelope([{"keyid": "00", "sig": "AA==", "extra": 1}]), "malformed signature entry"),
+    (envelope(["not an object"]), "malformed signature entry"),
+    (envelope({"keyid": "00"}), "not a signed envelope"),
+    (envelope([], payload="eA"), "payload is not valid base64"),
+    (envelope([], payload="eA==\n"), "payload is not valid base64"),
+    (envelope([], payload_type=["x"]), "carries"),
+    (envelope([])[:-7], "not valid JSON"),  # truncated
+    (b'{"payloadType": "a", "payloadType": "b", "payload": "", "signatures": []}', "duplicate key"),
+    (b"\xff\xfe{}", "not valid JSON"),
+    (b"[" * 30000 + b"]" * 30000, "nested too deeply"),  # under the size cap: was a RecursionError
+    (b" " * (verify.MAX_DOCUMENT_BYTES + 1), "is over 65536 bytes"),
+    (envelope([]), "0 valid signature"),
+])
+def test_hostile_signature_file_is_refused_with_a_bundle_error(data: bytes, message: str) -> None:
+    with pytest.raises(verify.BundleError, match=message):
+        verify.verify_envelope(data, verify.SUMS_PAYLOAD_TYPE, ["00" * 32], 1, verify.SIGNATURE)
+
+
+def root_file(tmp_path: Path, root: object) -> Path:
+    path = tmp_path / "root.json"
+    payload = base64.b64encode(json.dumps(root).encode()).decode()
+    path.write_bytes(envelope([], payload=payload, payload_type=verify.ROOT_PAYLOAD_TYPE))
+    return path
+
+
+@pytest.mark.parametrize("root, message", [
+    ([1], "payload is not a JSON object"),
+    ({"release": {"keys": ["00" * 32], "threshold": 1}}, r"\[root\] is malformed"),
+    ({"root": {"keys": ["00" * 32], "threshold": True}}, r"\[root\] is malformed"),  # bool is an int in Python
+    ({"root": {"keys": ["00" * 32], "threshold": 2}}, r"\[root\] keys or threshold are malformed"),
+    ({"root": {"keys": ["00" * 32], "threshold": 0}}, r"\[root\] keys or threshold are malformed"),
+    ({"root": {"keys": ["XY" * 32], "threshold": 1}}, r"\[root\] keys or threshold are malformed"),
+    ({"root": {"keys": [7], "threshold": 1}}, r"\[root\] keys or threshold are malformed"),
+    ({"root": {"keys": ["00" * 32], "threshold": 1}}, "0 valid signature"),  # not signed by its own key
+])
+def test_hostile_trust_root_is_refused_with_a_bundle_error(tmp_path: Path, root: object, message: str) -> None:
+    with pytest.raises(verify.BundleError, match=message):
+        verify.load_root(root_file(tmp_path, root))
+
+
+def test_unreadable_or_truncated_trust_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(verify.BundleError, match="cannot read the trust root"):
+        verify.load_root(tmp_path / "absent.json")
+    keys = fleet(tmp_path, "keys")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_bytes(keys.root_path.read_bytes()[:-20])
+    with pytest.raises(verify.BundleError, match="not valid JSON"):
+        verify.load_root(truncated)
+
+
+def test_bundle_signed_after_a_root_rotation_verifies_against_the_new_root(tmp_path: Path) -> None:
+    # Devices hold the newest root; a rotated root is signed by the old and the new root keys.
+    bundle, keys = make_bundle(tmp_path), fleet(tmp_path, "keys")
+    first_root = tmp_path / "v1.root.json"
+    first_root.write_bytes(keys.root_path.read_bytes())
+    keys.rotate_root(expires=datetime.now(timezone.utc) + timedelta(days=30), add_release_keys=1,
+                     remove_keyids=[keyid_of_hex(k) for k in keys.current_root().release.keys])
+    sign_bundle(bundle, keys, count=1)
+    assert verify.check_signature(bundle, keys.root_path) == 1
+    with pytest.raises(verify.BundleError, match="0 valid signature"):
+        verify.check_signature(bundle, first_root)  # v1's release keys were retired
