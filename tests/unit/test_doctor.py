@@ -108,6 +108,16 @@ def test_a_missing_engine_library_is_one_clear_error(tmp_path: Path) -> None:
     assert "scripts/setup" in engine["summary"] and "scripts/setup" in engine["hint"]
 
 
+def test_the_engine_check_names_the_variant_and_the_features_it_runs_with(tmp_path: Path) -> None:
+    check = check_engine(tmp_path / "model.gguf")  # the model is not opened: this is the installed engine
+    assert check.status == "ok", check.summary
+    variant = check.details["variant"]
+    assert f"CPU variant {variant}" in check.summary and variant in check.details["available_variants"]
+    assert check.details["enabled_features"], check.details
+    for feature in check.details["enabled_features"]:
+        assert feature in check.summary
+
+
 class _Listener:
     """A real TCP socket that accepts: the broker check only needs the port to answer."""
 
