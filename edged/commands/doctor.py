@@ -47,8 +47,10 @@ def check_engine(model: Path) -> Check:
     except EdgedError as exc:
         return Check("engine", "fail", str(exc), "run scripts/setup again, or install the bundle for this machine")
     enabled = sorted(name for name, value in backend.features.items() if value not in ("", "0"))
+    # The features say what the variant's name does not: which instructions the kernels really use here.
+    features = f" ({' '.join(enabled)})" if enabled else ""
     return Check("engine", "ok", f"llama-cpp-python {backend.engine_version} (ggml {backend.ggml_version}, "
-                                 f"{backend.ggml_commit}), CPU variant {backend.variant}",
+                                 f"{backend.ggml_commit}), CPU variant {backend.variant}{features}",
                  details={**asdict(backend), "enabled_features": enabled})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from edged.clients.socket import RemoteError, SocketClient
+from edged.engines import llama_backend
 from edged.errors import TransportError
 from edged.transports.framing import KIND_CONTROL, KIND_JSON, encode_frame, encode_json
 from tests.profiles import profile_toml, profiles_dir
@@ -90,6 +91,14 @@ def test_status_reports_model_profile_queue_uptime(daemon):
     status = daemon.status()
     assert status["model"]["format"] == "gguf" and status["profile"] == "balanced"
     assert status["queue"]["waiting"] == 0 and status["uptime_s"] >= 0 and status["version"]
+
+
+def test_the_start_log_names_the_cpu_variant_the_engine_runs(daemon):
+    """Which kernels a device runs (a portable build picks them per CPU) is in its log from the start."""
+    loaded = next(line for line in daemon.log_lines() if line.get("event") == "model loaded")  # the start's
+    installed = llama_backend.variant_modules(llama_backend.lib_dir(llama_backend.bindings()))
+    variant = loaded.get("cpu_variant")
+    assert variant in (installed or ["built-in"]), (variant, installed)  # one module, not a list or "unknown"
 
 
 def test_socket_mode_is_0660(daemon):

@@ -1,4 +1,5 @@
-"""A start that fails says why in one error line and exits non-zero: no traceback, no asyncio noise.
+"""A start that fails says why in one error line and exits non-zero: no traceback, no asyncio noise
+(an unusable engine library is the one failure the daemon starts through: it answers with the error).
 
 Each case runs the real `edged serve` as a subprocess; the bad allow-list one fails while the model
 is already loading on its thread, which is where an unread task exception used to be printed.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edged.clients.socket import RemoteError
 from tests.daemon import DaemonProcess
 
 pytestmark = pytest.mark.slow  # starts `edged serve` (the model begins loading in two of the cases)
@@ -59,3 +61,27 @@ def test_a_missing_model(make_daemon, tmp_path: Path):
     assert len(errors) == 1
     entry = json.loads(errors[0])
     assert entry["event"] == "cannot start" and "no-such-model.gguf: no such file or directory" in entry["error"]
+
+
+@pytest.mark.parametrize("library", ["another-architecture", "missing"])
+def test_an_unusable_engine_library_is_one_clear_error_and_the_daemon_keeps_serving_it(
+        make_daemon, tmp_path: Path, library: str):
+    """A venv or image copied from another architecture (or half copied): the daemon still starts,
+    so a model update or a reinstall can reach it, logs one error that says what to do, and answers
+    requests with that error instead of dying with a traceback."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    if library == "another-architecture":
+        (lib / "libllama.so").write_bytes(b"\x7fELF" + b"\x00" * 60)  # an ELF header this machine cannot load
+    daemon: DaemonProcess = make_daemon(env={"LLAMA_CPP_LIB_PATH": str(lib)})
+    daemon.start()
+    daemon.wait_for_log(lambda line: line.get("event") == "model failed to load")
+    errors = [line for line in daemon.log_text().splitlines() if is_error(line)]
+    assert len(errors) == 1, errors
+    logged = json.loads(errors[0])["error"]
+    assert "the llama.cpp engine library cannot be loaded" in logged and "run scripts/setup again" in logged
+    with daemon.client() as client, pytest.raises(RemoteError) as caught:
+        list(client.ask({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}))
+    assert caught.value.code == "model_unavailable" and "run scripts/setup again" in caught.value.message
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log_text()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edged.commands.doctor import check_generation, check_model, check_state_dir, run_checks
+import edged.crypto.clock
+from edged.commands.doctor import (Check, check_broker, check_clock, check_engine, check_generation, check_model,
+                                   check_state_dir, cmd_doctor, run_checks)
 from edged.config import load_config
 
 CRASH = "import os, signal; os.kill(os.getpid(), signal.{})"
@@ -86,3 +90,91 @@ def test_an_engine_library_for_another_architecture_is_one_clear_error(tmp_path:
     checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
     assert checks["engine"]["status"] == "fail"
     assert "built for another machine" in checks["engine"]["summary"]
+
+
+def test_a_missing_engine_library_is_one_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "lib"
+    empty.mkdir()  # the package is there, its libllama.so is not (a half-copied venv or image)
+    done = subprocess.run([sys.executable, "-m", "edged", "doctor", "--no-generate", "--json",
+                           "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LLAMA_CPP_LIB_PATH": str(empty)})
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    report = json.loads(done.stdout)
+    assert report["healthy"] is False
+    engine = next(check for check in report["checks"] if check["name"] == "engine")
+    assert engine["status"] == "fail" and "cannot be loaded" in engine["summary"]
+    assert "scripts/setup" in engine["summary"] and "scripts/setup" in engine["hint"]
+
+
+def test_the_engine_check_names_the_variant_and_the_features_it_runs_with(tmp_path: Path) -> None:
+    check = check_engine(tmp_path / "model.gguf")  # the model is not opened: this is the installed engine
+    assert check.status == "ok", check.summary
+    variant = check.details["variant"]
+    assert f"CPU variant {variant}" in check.summary and variant in check.details["available_variants"]
+    assert check.details["enabled_features"], check.details
+    for feature in check.details["enabled_features"]:
+        assert feature in check.summary
+
+
+class _Listener:
+    """A real TCP socket that accepts: the broker check only needs the port to answer."""
+
+    def __enter__(self) -> int:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        return int(self.server.getsockname()[1])
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.close()
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def test_the_broker_is_checked_only_when_mqtt_is_configured(tmp_path: Path) -> None:
+    assert check_broker(load_config(environ={})) is None
+    with _Listener() as port:
+        up = check_broker(load_config(overrides={"mqtt": {"url": f"mqtt://127.0.0.1:{port}"}}, environ={}))
+    assert up is not None and up.status == "ok" and f"127.0.0.1:{port}" in up.summary
+    closed = _free_port()
+    down = check_broker(load_config(overrides={"mqtt": {"url": f"mqtt://127.0.0.1:{closed}"}}, environ={}))
+    assert down is not None and down.status == "fail"
+    assert f"cannot reach mqtt://127.0.0.1:{closed}" in down.summary and "[mqtt] url" in down.hint
+
+
+@pytest.mark.parametrize(("synced", "policy", "status", "says"), [
+    (True, "reject", "ok", "sealed MQTT requests and updates are accepted"),
+    (False, "reject", "warn", "refused until it is"),
+    (False, "trust-system-clock", "warn", "accepts requests anyway"),
+])
+def test_the_clock_check_says_what_the_sync_state_means(monkeypatch: pytest.MonkeyPatch, synced: bool,
+                                                        policy: str, status: str, says: str) -> None:
+    monkeypatch.setattr(edged.crypto.clock, "clock_synchronised", lambda: synced)
+    check = check_clock(load_config(overrides={"e2e": {"clock_policy": policy}}, environ={}))
+    assert check.status == status and says in check.summary
+    if not synced:
+        assert "NTP" in check.hint
+
+
+def _doctor_args(tmp_path: Path, as_json: bool) -> argparse.Namespace:
+    return argparse.Namespace(config=None, model=None, state_dir=tmp_path / "state", json=as_json, no_generate=True)
+
+
+@pytest.mark.parametrize(("statuses", "code"), [(["ok", "ok"], 0), (["ok", "warn"], 0), (["warn", "fail"], 1)])
+def test_the_exit_status_is_0_only_without_a_failed_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], statuses: list[str],
+                                                          code: int) -> None:
+    import edged.commands.doctor as doctor
+
+    checks = [Check(f"check{i}", status, f"summary {i}", "do this") for i, status in enumerate(statuses)]  # type: ignore[arg-type]
+    monkeypatch.setattr(doctor, "run_checks", lambda _config, probe: checks)
+    assert cmd_doctor(_doctor_args(tmp_path, as_json=True)) == code
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is (code == 0)
+    assert [check["status"] for check in report["checks"]] == statuses
+    assert cmd_doctor(_doctor_args(tmp_path, as_json=False)) == code
+    text = capsys.readouterr().out
+    assert ("-> do this" in text) is any(status != "ok" for status in statuses)  # hints only where needed

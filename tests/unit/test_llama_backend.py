@@ -27,6 +27,25 @@ def test_an_unreadable_variant_directory_is_one_clear_error(tmp_path: Path) -> N
         tmp_path.chmod(0o755)
 
 
+def test_a_variant_directory_the_kernel_refuses_is_one_clear_error_even_for_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As root (CI, the arm64 lane) chmod cannot make a directory unreadable, so the refusal is the
+    # kernel's answer as Python gets it: PermissionError from listing it.
+    real_iterdir = Path.iterdir
+
+    def refuse(self: Path):  # type: ignore[no-untyped-def]
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(EngineError) as raised:
+        llama_backend.variant_modules(tmp_path)
+    message = str(raised.value)
+    assert f"cannot read the engine's CPU variant directory {tmp_path}: Permission denied" in message
+    assert "check its permissions or run scripts/setup again" in message
+
+
 def test_a_missing_variant_directory_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="run scripts/setup again"):
         llama_backend.variant_modules(tmp_path / "gone")
