@@ -13,6 +13,7 @@ import structlog
 from edged.engines import llama_backend
 from edged.engines.base import Engine, EngineSettings, GenerationResult, ModelInfo, SamplingParams, TokenSink
 from edged.engines.chat_template import prepare_template, render_chat
+from edged.engines.gguf_metadata import read_metadata
 from edged.engines.prefix_store import MIN_PREFIX_TOKENS, PrefixEntry, PrefixStore
 from edged.engines.textstream import TextStream
 from edged.structured.constraint import TokenMask, llama_tokenizer
@@ -25,9 +26,6 @@ logger = structlog.get_logger(__name__)
 GGUF_MAGIC = b"GGUF"
 KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # ggml_type values
 PIECE_BUFFER = 256
-# The GGUF keys that say who made the model and which version it is (Wyoming's describe shows them).
-ATTRIBUTION_KEYS = frozenset({"general.author", "general.organization", "general.url", "general.repo_url",
-                              "general.version"})
 PROBE_TEXT = "\u2063edged-preamble-probe\u2063"
 
 
@@ -113,7 +111,7 @@ class LlamaEngine(Engine):
         self._memory = lib.llama_get_memory(ctx)
         self._n_ctx, self._n_batch = lib.llama_n_ctx(ctx), settings.batch
         self._one = (lib.llama_token * 1)()
-        meta = self._metadata()
+        meta = read_metadata(lib, model)
         self._template = meta.get("tokenizer.chat_template")
         prepare_template(self._template)
         self._bos = self._token_text(lib.llama_vocab_bos(self._vocab))
@@ -140,24 +138,6 @@ class LlamaEngine(Engine):
         logger.info("model loaded", model=info.name, path=info.path, context=info.context, threads=threads,
                     kv_cache_type=settings.kv_cache_type, cpu_variant=llama_backend.loaded_variant())
         return info
-
-    def _metadata(self) -> dict[str, str]:
-        lib, out = self._lib, {}
-        buf = ctypes.create_string_buffer(1 << 16)
-        for i in range(lib.llama_model_meta_count(self._model)):
-            if lib.llama_model_meta_key_by_index(self._model, i, buf, len(buf)) < 0:
-                continue
-            key = buf.value.decode("utf-8", "replace")
-            if key not in ATTRIBUTION_KEYS and not key.startswith(("general.name", "tokenizer.chat_template")):
-                continue
-            size = lib.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
-            if size >= len(buf):
-                big = ctypes.create_string_buffer(size + 1)
-                lib.llama_model_meta_val_str_by_index(self._model, i, big, len(big))
-                out[key] = big.value.decode("utf-8", "replace")
-            elif size >= 0:
-                out[key] = buf.value.decode("utf-8", "replace")
-        return out
 
     def _token_text(self, token: int) -> str:
         if token < 0:
