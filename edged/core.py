@@ -185,7 +185,7 @@ class Core:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 except TimeoutError:
                     logger.info("unloading idle model", idle_s=idle_after)
-                    await self._worker.release_idle()
+                    await self._worker.unload(idle=True)
                 continue
             job = heapq.heappop(self._queue)
             if job.finished:

@@ -68,19 +68,13 @@ class ModelWorker:
         self.info, self.settings, self.load_error = info, settings, None
         return info
 
-    async def unload(self) -> None:
+    async def unload(self, *, idle: bool = False) -> None:
+        """`idle`: free what an idle model holds (Engine.release_idle), else everything."""
         if self.info is None:
             return
-        await self._call(self._engine.unload)
+        await self._call(self._engine.release_idle if idle else self._engine.unload)
         self.info = None
-        logger.info("model unloaded")
-
-    async def release_idle(self) -> None:
-        if self.info is None:
-            return
-        await self._call(self._engine.release_idle)
-        self.info = None
-        logger.info("model released while idle")
+        logger.info("model released while idle" if idle else "model unloaded")
 
     async def replace_engine(self, engine: Engine, settings: EngineSettings) -> ModelInfo:
         """Unload the current model and load `engine` in its place; on failure the caller swaps back."""
