@@ -18,6 +18,7 @@ class FakeEngine(Engine):
         self.delay_s = delay_s
         self.loads = 0
         self.unloads = 0
+        self.idle_releases = 0
         self.generated_per_call: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
@@ -35,6 +36,10 @@ class FakeEngine(Engine):
     def unload(self) -> None:
         self.unloads += 1
         self._loaded = False
+
+    def release_idle(self) -> None:
+        self.idle_releases += 1
+        super().release_idle()
 
     def generate(self, messages, prompt, params: SamplingParams, sink: TokenSink) -> GenerationResult:
         self.gate.wait()
