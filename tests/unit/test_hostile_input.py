@@ -117,7 +117,7 @@ def test_check_config_names_a_hostile_file(tmp_path: Path, text: str, message: s
 def test_a_hostile_environment_override_names_the_setting(tmp_path: Path, raw: str) -> None:
     config = tmp_path / "edged.toml"
     config.write_text("")
-    with pytest.raises(ConfigError, match="limits.default_deadline_ms"):
+    with pytest.raises(ConfigError, match=r"limits\.default_deadline_ms"):
         load_config(config, environ={"EDGED_LIMITS__DEFAULT_DEADLINE_MS": raw})
 
 
