@@ -205,8 +205,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = key[len(ENV_PREFIX):].lower().split("__")
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
+        except (ValueError, RecursionError):  # not TOML (or a 5,000-digit number, or nested too deeply):
+            value = raw  # taken as a string, so the setting's own validation names the variable
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,11 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     except RecursionError:  # tomllib recurses per nested array or inline table
         raise ConfigError(f"{source}: arrays or tables nested too deeply; no edged file needs that") from None
+    except ValueError as exc:  # Python's limit on integer digits (4300): tomllib lets int() raise it as is
+        if "digits" not in str(exc):
+            raise ConfigError(f"{source}: a value TOML cannot read: {str(exc)[:100]}") from None
+        raise ConfigError(f"{source}: an integer with more than {sys.get_int_max_str_digits()} digits; "
+                          "no edged setting needs that") from None
 
 
 def _size(limit: int) -> str:

@@ -1,4 +1,4 @@
-"""What the installer adds outside /opt/edged: the group, the config, the unit, and the record of it all.
+"""What the installer adds outside /opt/edged: the user and group, the config, the unit, and the record of it all.
 
 Every path is taken inside ``root`` (``/`` on the device, the image's root with --root). The
 record (/opt/edged/install.json) lets --uninstall remove exactly what was added and keep what an
@@ -24,6 +24,10 @@ WANTS = "/etc/systemd/system/multi-user.target.wants/edged.service"
 DOC = "/usr/share/doc/edged"
 RECORD = f"{PREFIX}/install.json"
 GROUP = "edged"
+# The unit's DynamicUser= takes the unit's name as the user name. systemd refuses to start it
+# (EILSEQ, status 217/USER) when a static group of that name exists and no static user does, so
+# the group that lets local clients in always comes with a system user of the same name.
+USER = "edged"
 
 
 def inside(root: Path, path: str) -> Path:
@@ -34,29 +38,52 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def group_exists(root: Path) -> bool:
+def _listed(root: Path, database: str, name: str) -> bool:
     try:
-        lines = inside(root, "/etc/group").read_text().splitlines()
+        lines = inside(root, database).read_text().splitlines()
     except FileNotFoundError:
         return False
-    return any(line.split(":", 1)[0] == GROUP for line in lines)
+    return any(line.split(":", 1)[0] == name for line in lines)
 
 
-def add_group(root: Path) -> None:
+def group_exists(root: Path) -> bool:
+    return _listed(root, "/etc/group", GROUP)
+
+
+def user_exists(root: Path) -> bool:
+    return _listed(root, "/etc/passwd", USER)
+
+
+def _prefix(root: Path) -> list[str]:
     # --prefix edits the root's files without chroot, so no binary of the target runs.
-    prefix = [] if root == Path("/") else ["--prefix", str(root)]
-    command = ["groupadd", *prefix, "--system", GROUP]
+    return [] if root == Path("/") else ["--prefix", str(root)]
+
+
+def _shadow_tool(command: list[str]) -> None:
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except FileNotFoundError:
-        raise OSError("groupadd not found (Debian: apt-get install passwd)") from None
+        raise OSError(f"{command[0]} not found (Debian: apt-get install passwd)") from None
     except subprocess.CalledProcessError as exc:
-        raise OSError(f"groupadd failed: {exc.stderr.strip()}") from None
+        raise OSError(f"{command[0]} failed: {exc.stderr.strip()}") from None
+
+
+def add_group(root: Path) -> None:
+    _shadow_tool(["groupadd", *_prefix(root), "--system", GROUP])
+
+
+def add_user(root: Path) -> None:
+    """A system user in the group, with no home and no login: the service runs as it."""
+    _shadow_tool(["useradd", *_prefix(root), "--system", "--gid", GROUP, "--no-create-home",
+                  "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "edged daemon", USER])
+
+
+def remove_user(root: Path) -> None:
+    subprocess.run(["userdel", *_prefix(root), USER], check=False, capture_output=True)
 
 
 def remove_group(root: Path) -> None:
-    command = ["groupdel", GROUP] if root == Path("/") else ["groupdel", "--prefix", str(root), GROUP]
-    subprocess.run(command, check=False, capture_output=True)
+    subprocess.run(["groupdel", *_prefix(root), GROUP], check=False, capture_output=True)
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:

@@ -78,8 +78,10 @@ def read_keys_file(path: Path) -> ApiKeysFile:
         raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply; no API keys file needs that") from None
+    except ValueError as exc:  # invalid UTF-8 or JSON, or an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid JSON: {str(exc)[:200]}") from None
     try:
         return ApiKeysFile.model_validate(raw)
     except ValidationError as exc:

@@ -26,6 +26,7 @@ from edged.homeassistant.entities import ALL_ENTITIES, ENTITIES, PROFILE_SELECT,
 from edged.homeassistant.state import DeviceFacts, RequestWindow, device_state, update_state
 from edged.mqtt.feature import LinkPort, MqttFeature
 from edged.mqtt.inbound import InboundMessage
+from edged.ratelog import RejectSummary
 from edged.summary import RequestSummary
 
 logger = structlog.get_logger(__name__)
@@ -56,6 +57,7 @@ class HomeAssistant(MqttFeature):
         self._values_due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.refused_commands = 0
+        self._bad_update_states = RejectSummary("update state not shown in home assistant", logger, level="warning")
 
     @staticmethod
     def announced(state_dir: Path) -> bool:
@@ -98,8 +100,8 @@ class HomeAssistant(MqttFeature):
         payload = message.payload
         try:
             self._update_report = parse_state(payload) if payload else None
-        except UpdateError as exc:
-            logger.warning("update state not shown in home assistant", error=str(exc))
+        except UpdateError as exc:  # anyone may publish there: a flood of junk is not a flood of lines
+            self._bad_update_states.note(exc.reason, error=str(exc)[:200])
             return
         self._publish_update()
 

@@ -8,7 +8,6 @@ Events are ``wyoming.event.Event`` objects, so the package's own classes parse a
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from wyoming.info import Attribution, HandleModel, HandleProgram, Info
 
 from edged import __version__
 from edged.errors import BadRequest
+from edged.jsonbody import load_json
 
 MAX_HEADER_BYTES = 64 * 1024  # also the StreamReader limit, so readline() cannot grow past it
 MAX_DATA_BYTES = 64 * 1024
@@ -36,10 +36,8 @@ def _length(header: dict[str, Any], key: str, limit: int) -> int:
 
 
 def _object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"wyoming event: {what} is not JSON ({exc})") from None
+    # load_json: nesting too deep or a 5,000-digit integer is a BadRequest too, not a dropped connection
+    value = load_json(raw, f"wyoming event: {what}")
     if not isinstance(value, dict):
         raise BadRequest(f"wyoming event: {what} must be a JSON object")
     return value

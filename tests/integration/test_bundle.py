@@ -56,9 +56,10 @@ def unpack(archive: Path, into: Path) -> Path:
 
 
 def tree_state(root: Path) -> dict[str, str]:
-    """Every path in the root with its type and size, and the group file's text: what an install would change."""
+    """Every path in the root with its type and size, and the account files' text: what an install would change."""
     state = {str(p.relative_to(root)): f"{p.is_symlink()}{p.is_dir()}{p.lstat().st_size}" for p in root.rglob("*")}
     state["etc/group"] = (root / "etc/group").read_text()
+    state["etc/passwd"] = (root / "etc/passwd").read_text()
     return state
 
 
@@ -129,6 +130,8 @@ def test_install_into_a_fresh_root_offline_then_ask(bundle_dir: Path, fresh_root
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[8/8]" in done.stdout and "installed into" in done.stdout
     assert any(line.startswith("edged:") for line in (fresh_root / "etc/group").read_text().splitlines())
+    # DynamicUser= fails with 217/USER when a static group edged has no static user edged
+    assert any(line.startswith("edged:") for line in (fresh_root / "etc/passwd").read_text().splitlines())
     wants = fresh_root / "etc/systemd/system/multi-user.target.wants/edged.service"
     assert os.readlink(wants) == "/etc/systemd/system/edged.service"
     assert (fresh_root / "opt/edged/.venv/pyvenv.cfg").is_file()
@@ -169,6 +172,7 @@ def test_native_install_upgrade_and_uninstall_keep_config_and_state(bundle_dir: 
     assert 'device_id = "gateway-17"' in config.read_text()  # the operator's config stays
     assert key.read_bytes().startswith(b"not really a key")
     assert not any(line.startswith("edged:") for line in (fresh_root / "etc/group").read_text().splitlines())
+    assert not any(line.startswith("edged:") for line in (fresh_root / "etc/passwd").read_text().splitlines())
 
 
 def test_signed_bundle_verifies_against_its_root_only(bundle_archive: Path, tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ def test_trust_faults_and_bad_models_keep_the_old_model(make_daemon, broker, ope
         push(settings(broker), offer, not_me)
         probe.wait_for(state_is("rejected", reason="target"), "rejected (target)")
         push(settings(broker), offer, forged)  # unsigned junk is only counted: it must not replace the state
-        daemon.wait_for_log(lambda line: line.get("event") == "update_offer_unverified"
+        daemon.wait_for_log(lambda line: line.get("event") == "update offer unverified"
                             and line.get("kind") == "signature")
         assert not (daemon.state_dir / "models").exists()  # nothing downloaded for a refused manifest
         for version, envelope in ((3, corrupt), (4, truncated)):

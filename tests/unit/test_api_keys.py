@@ -72,6 +72,7 @@ def test_store_checks_and_follows_the_file(tmp_path: Path) -> None:
     b"{not json", b"[]", b'{"version": 2, "keys": []}',
     b'{"keys": [{"label": "a", "sha256": "zz", "created": "now"}]}',
     b'{"keys": [], "extra": 1}', b"\xff\xfe", b"{}" + b" " * (2 * 1024 * 1024),
+    b'{"keys": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", b'{"version": ' + b"1" * 5000 + b"}",
 ])
 def test_a_broken_file_keeps_the_previous_keys(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / API_KEYS_FILE

@@ -234,9 +234,10 @@ def test_summary_has_counts_and_no_device_list(tmp_path: Path, fleet: FleetRoste
 def test_the_roster_ignores_junk_and_is_bounded(fleet: FleetRoster) -> None:
     for topic, payload in (("edged/x/status", b"\xff"), ("edged/x/status", b"[1]"), ("edged/x/update/state", b"{"),
                            ("edged/x/update/state", b'{"device_id":"x","state":"hacked"}'),
-                           ("edged/x/status", b"{" * 100_000)):
+                           ("edged/x/status", b"{" * 100_000), ("edged/x/status", b"[" * 10_000),
+                           ("edged/x/status", b'{"state": ' + b"7" * 5000 + b"}")):
         assert not fleet.apply(InboundMessage(topic=topic, payload=payload, qos=1))
-    assert fleet.ignored == 5 and "x" not in fleet.devices
+    assert fleet.ignored == 7 and "x" not in fleet.devices
     assert not fleet.apply(InboundMessage(topic="edged/x/status", payload=b"", qos=1))  # cleared retained
     weird = json.dumps({"state": "online", "updates": {"fleet": 5, "groups": ["a", 7, "b" * 500]}}).encode()
     assert fleet.apply(InboundMessage(topic="edged/y/status", payload=weird, qos=1))

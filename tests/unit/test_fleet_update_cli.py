@@ -84,6 +84,15 @@ def test_update_board_folds_states_and_presence():
     assert board.all_in({"active"})
 
 
+@pytest.mark.parametrize("payload", [b"[" * 10_000, b'{"state": ' + b"7" * 5000 + b"}", b"\xff", b"[1]"],
+                         ids=["deep", "5000-digits", "not-utf8", "not-an-object"])
+def test_update_board_ignores_a_hostile_status(payload: bytes):
+    """Anyone may publish a device's status: `edged fleet status --watch` must not end with a traceback."""
+    board = UpdateBoard("edged")
+    assert board.apply(InboundMessage(topic="edged/pi-1/status", payload=payload, qos=1)) is None
+    assert not board.devices
+
+
 def test_update_board_for_named_devices_waits_for_all_of_them():
     board = UpdateBoard("edged", {"pi-1", "pi-9"})
     board.apply(_state("pi-1", "active"))

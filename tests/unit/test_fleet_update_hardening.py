@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,39 @@ def test_an_accepted_manifest_that_expired_is_not_resumed(tmp_path: Path) -> Non
     with pytest.raises(UpdateError) as refused:
         fleet.verifier.recheck_accepted(envelope)
     assert refused.value.reason == "expired"
+
+
+def test_an_interrupted_download_whose_manifest_expired_fails_at_start_instead_of_resuming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's resume path asks for the expiry again: journaled before expiry, restarted after it."""
+    from edged.fleet.device.slots import Slots
+
+    fleet = Fleet(tmp_path)
+    envelope = fleet.release(1)  # expires in a day
+    settings = SETTINGS.model_copy(update={"max_retries": 1, "idle_timeout_s": 0.01})
+
+    async def first_life() -> None:
+        service, link = await started(fleet, settings)
+        link.answering = False  # the depot goes quiet: the download stops part-way
+        link.offer(envelope)
+        await state_reached(link, lambda s: s.state == "failed")
+        await stop(service)
+
+    async def second_life():  # noqa: ANN202
+        service, link = await started(fleet)
+        state = await state_reached(link, lambda s: s.state in ("failed", "active"))
+        await stop(service)
+        return state, link.pulls()
+
+    run(first_life())
+    assert Journal(fleet.state_dir).load().update.step == "downloading"
+    two_days_on = datetime.now(timezone.utc) + timedelta(days=2)  # the root (30 days) is still valid
+    later = ExpiryClock(policy="trust-system-clock", now=lambda: two_days_on, synced=lambda: True)
+    monkeypatch.setattr(UpdateSettings, "expiry_clock", lambda self: later)
+    state, pulls = run(second_life())
+    assert (state.state, state.reason) == ("failed", "expired")
+    assert pulls == 0 and Slots(fleet.state_dir).read_pointer() is None
+    assert Journal(fleet.state_dir).load().update.step == "failed"
 
 
 def test_a_two_artifact_release_is_refused_before_its_version_is_recorded(tmp_path: Path) -> None:

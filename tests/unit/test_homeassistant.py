@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edged.config import HomeAssistantConfig
 from edged.errors import BadRequest
@@ -288,7 +289,8 @@ def test_the_update_entity_follows_the_devices_own_update_state(tmp_path):
         link.deliver(state_topic, report("downloading", release=ReleaseRef(channel="stable", version=4),
                                          progress_pct=10.0).encode())
         await settle()
-        link.deliver(state_topic, b"{not json")  # a malformed report changes nothing and breaks nothing
+        for _ in range(500):  # malformed reports change nothing and break nothing, and log one line
+            link.deliver(state_topic, b"{not json")
         await settle()
         link.is_connected = False
         link.deliver(state_topic, report("active").encode())  # offline: nothing queued
@@ -296,7 +298,9 @@ def test_the_update_entity_follows_the_devices_own_update_state(tmp_path):
         await ha.stop()
         return [json.loads(p) for t, p, _ in link.published if t == TOPICS.update]
 
-    updates = asyncio.run(main())
+    with capture_logs() as logs:
+        updates = asyncio.run(main())
     assert len(updates) == 1
     assert updates[0]["in_progress"] and updates[0]["update_percentage"] == 10.0
+    assert [entry["event"] for entry in logs].count("update state not shown in home assistant") == 1
     assert updates[0]["latest_version"] == "stable v4" and updates[0]["installed_version"] == "stable v3"

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from edged.crypto.allowlist import AllowList
 from edged.crypto.gateway import SealedGateway
 from edged.crypto.settings import E2ESettings
+from edged.config import load_config
 from edged.errors import BadRequest, ConfigError
 from edged.messages import parse_request
 from edged.transports import framing
@@ -27,6 +28,7 @@ DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
 LONG_INT = b'{"max_tokens": ' + b"7" * 5000 + b"}"
 DEEP_TOML = "x = " + "[" * 2000 + "]" * 2000 + "\n"
+LONG_INT_TOML = "x = " + "7" * 5000 + "\n"  # tomllib lets int() raise a plain ValueError for it
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -68,10 +70,12 @@ def test_the_socket_answers_bad_request_and_logs_no_traceback(tmp_path: Path) ->
     assert not [entry for entry in logs if entry.get("log_level") in ("error", "critical") or "exc_info" in entry]
 
 
-def test_a_deeply_nested_allow_list_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "message"), [(DEEP_TOML, "nested too deeply"), (LONG_INT_TOML, "more than 4300 digits")],
+                         ids=["deep", "5000-digits"])
+def test_a_hostile_allow_list_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
     clients = tmp_path / "clients.toml"
-    clients.write_text(DEEP_TOML)
-    with pytest.raises(ConfigError, match="nested too deeply"):
+    clients.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         AllowList.load(clients)
 
 
@@ -98,13 +102,23 @@ def test_prekey_rotation_survives_a_broken_allow_list_and_logs_one_traceback(tmp
     assert len(tracebacks) == 1 and tracebacks[0]["step"] == "allow_list"
 
 
-def test_check_config_names_a_deeply_nested_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "message"), [(DEEP_TOML, "nested too deeply"), (LONG_INT_TOML, "more than 4300 digits")],
+                         ids=["deep", "5000-digits"])
+def test_check_config_names_a_hostile_file(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "edged.toml"
-    config.write_text(DEEP_TOML)
+    config.write_text(text)
     done = subprocess.run([sys.executable, "-m", "edged", "check-config", str(config)], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0
-    assert "nested too deeply" in done.stderr and "Traceback" not in done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("raw", ["7" * 5000, "[" * 3000], ids=["5000-digits", "deep"])
+def test_a_hostile_environment_override_names_the_setting(tmp_path: Path, raw: str) -> None:
+    config = tmp_path / "edged.toml"
+    config.write_text("")
+    with pytest.raises(ConfigError, match=r"limits\.default_deadline_ms"):
+        load_config(config, environ={"EDGED_LIMITS__DEFAULT_DEADLINE_MS": raw})
 
 
 @pytest.mark.parametrize("body", [b'{"user": "u", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",

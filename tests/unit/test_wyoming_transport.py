@@ -256,6 +256,10 @@ def test_hostile_framing_gets_an_error_and_the_server_keeps_serving(tmp_path):
                 "negative": b'{"type": "x", "payload_length": -1}\n',
                 "huge line": b"{" + b" " * 70_000 + b"\n",
                 "text not a string": b'{"type": "transcript", "data": {"text": 5}}\n',
+                "deep": b'{"type": "x", "data": ' + b"[" * 30_000 + b"]" * 30_000 + b"}\n",
+                "5000 digits": b'{"type": "x", "data_length": ' + b"7" * 5000 + b"}\n",
+                "deep data": json.dumps({"type": "transcript", "data_length": 60_000}).encode() + b"\n"
+                + b"[" * 30_000 + b"]" * 30_000,
             }
             answers = {name: await asyncio.to_thread(raw, path, data) for name, data in cases.items()}
             async with AsyncClient.from_uri(server.uri) as client:
@@ -264,8 +268,12 @@ def test_hostile_framing_gets_an_error_and_the_server_keeps_serving(tmp_path):
             return answers, after
 
     answers, after = run(main())
-    for name in ("not json", "oversized data", "truncated", "no type", "negative", "huge line"):
+    for name in ("not json", "oversized data", "truncated", "no type", "negative", "huge line", "deep",
+                 "5000 digits", "deep data"):
         assert [event["type"] for event in answers[name]] == ["error"], (name, answers[name])
+    for name in ("deep", "deep data"):  # was: the connection dropped without an answer
+        assert "nested too deeply" in answers[name][0]["data"]["text"]
+    assert answers["5000 digits"][0]["data"]["code"] == "bad_request"
     assert "over the 65536-byte limit" in answers["oversized data"][0]["data"]["text"]
     assert answers["huge line"][0]["data"]["code"] == "bad_request"
     assert answers["text not a string"][0]["type"] == "not-handled"

@@ -42,7 +42,7 @@ def retained_status(settings: MqttSettings, device_id: str, wait_s: float = RETA
         link.stop()
     try:
         status = json.loads(message.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # invalid, nested too deeply or a 5,000-digit integer
         return None
     return status if isinstance(status, dict) else None
 

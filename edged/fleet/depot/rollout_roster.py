@@ -98,6 +98,6 @@ def _parse_status(payload: bytes) -> dict[str, object] | None:
         return None
     try:
         status = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # also a 5,000-digit integer: any device may publish a status
         return None
     return status if isinstance(status, dict) else None

@@ -72,8 +72,8 @@ class UpdateService(MqttFeature):
         self._retry_at: float | None = None
         self._clock_recheck: asyncio.TimerHandle | None = None
         self.unverified_offers = 0  # refused before a signature verified: counted, never reported
-        self._junk_log = RejectSummary("update_offer_unverified", logger)
-        self._rejected_log = RejectSummary("update_rejected", logger, level="warning")
+        self._junk_log = RejectSummary("update offer unverified", logger)
+        self._rejected_log = RejectSummary("update offer rejected", logger, level="warning")
         self._chunks: ChunkInbox | None = None
 
     @property

@@ -195,7 +195,7 @@ class ChunkTransfer:
         self._progress(self.partial.bytes_done, self.partial.artifact.size, None)
 
     def _report(self, paused: str | None) -> None:
-        logger.info("download_paused" if paused else "download_running", reason=paused, artifact=self.artifact)
+        logger.info("download paused" if paused else "download running", reason=paused, artifact=self.artifact)
         self._progress(self.partial.bytes_done, self.partial.artifact.size, paused)
 
 
