@@ -140,7 +140,9 @@ class WyomingConfig(StrictModel):
                                  default_factory=lambda: ["en"], min_length=1, max_length=32,
                                  description="languages announced in the Wyoming info (Home Assistant offers the "
                                              "agent for these)")
-    max_connections: int = Field(8, ge=1, le=256, description="concurrent Wyoming connections; more are refused")
+    max_connections: int = Field(8, ge=1, le=256,
+                                 description="concurrent Wyoming connections; more are refused (one that completes "
+                                             "no event for 60 s while not being answered is closed)")
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> "WyomingConfig":

@@ -25,7 +25,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 
 from edged.config import WyomingConfig
-from edged.errors import BadRequest, RequestError, TransportError
+from edged.errors import BadRequest, IdleConnection, RequestError, TransportError
 from edged.job import Job
 from edged.messages import ChatMessage, ChatRequest, ErrorEvent, FinalEvent, TokenEvent
 from edged.messages import Event as CoreEvent
@@ -43,6 +43,9 @@ IGNORED = frozenset({"transcript-start", "transcript-chunk", "transcript-stop", 
 REFUSED_LINGER_S = 2.0  # how long a connection over the limit may take to read its refusal and hang up
 REFUSED_READ_BYTES = 64 * 1024
 WAITING_EVENTS = 4  # events queued behind a running answer; a peer sending more is not a voice pipeline
+# A connection that completes no event for this long while nothing is being answered is closed: idle or
+# half-sent ones would otherwise hold the few connection slots (max_connections) against Home Assistant.
+IDLE_TIMEOUT_S = 60.0
 
 
 def _peer_label(writer: asyncio.StreamWriter) -> str:
@@ -66,6 +69,8 @@ class WyomingConnection(AsyncEventHandler):
         self.peer = _peer_label(writer)
         self._events: asyncio.Queue[Event | BadRequest | None] = asyncio.Queue(maxsize=WAITING_EVENTS)
         self._closed = asyncio.Event()
+        self._answering = False
+        self._quiet_since = asyncio.get_running_loop().time()
 
     async def run(self) -> None:
         reading = asyncio.create_task(self._read_forever(), name="wyoming-read")
@@ -77,8 +82,13 @@ class WyomingConnection(AsyncEventHandler):
                 if isinstance(event, BadRequest):
                     await self.write_event(Error(text=event.message, code=event.code).event())
                     return
-                if not await self.handle_event(event):
-                    return
+                self._answering = True
+                try:
+                    if not await self.handle_event(event):
+                        return
+                finally:
+                    self._answering = False
+                    self._quiet_since = asyncio.get_running_loop().time()
         finally:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -88,7 +98,7 @@ class WyomingConnection(AsyncEventHandler):
         outcome: BadRequest | None = None
         try:
             while True:
-                event = await read_event(self.reader)
+                event = await self._next_event()
                 if event is None:
                     break
                 if event.type in IGNORED:
@@ -100,6 +110,8 @@ class WyomingConnection(AsyncEventHandler):
                     break
         except BadRequest as exc:
             outcome = exc
+        except IdleConnection:
+            logger.info("wyoming connection closed: idle", peer=self.peer, idle_s=IDLE_TIMEOUT_S)
         except (ConnectionError, OSError):
             pass
         finally:
@@ -110,6 +122,24 @@ class WyomingConnection(AsyncEventHandler):
                     break
                 except asyncio.QueueFull:
                     self._events.get_nowait()
+
+    async def _next_event(self) -> Event | None:
+        """read_event, unless the peer completes no event for IDLE_TIMEOUT_S while nothing is answered."""
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(read_event(self.reader))
+        try:
+            while True:
+                left = self._quiet_since + IDLE_TIMEOUT_S - loop.time()
+                done, _ = await asyncio.wait({reading}, timeout=max(left, 0.0) if not self._answering else IDLE_TIMEOUT_S)
+                if done:
+                    self._quiet_since = loop.time()
+                    return reading.result()
+                if not self._answering and loop.time() - self._quiet_since >= IDLE_TIMEOUT_S:
+                    raise IdleConnection("no event within the idle timeout")
+        finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
