@@ -19,6 +19,7 @@ from edged.engines.textstream import TextStream
 from edged.structured.constraint import TokenMask, llama_tokenizer
 from edged.structured.grammar import GrammarCache
 from edged.errors import BadRequest, EngineError
+from edged.memory import drop_mapped_pages
 from edged.messages import ChatMessage
 
 logger = structlog.get_logger(__name__)
@@ -146,9 +147,9 @@ class LlamaEngine(Engine):
         return self._piece.raw[:max(n, 0)].decode("utf-8", "replace")
 
     def release_idle(self) -> None:
-        """Free the context and its KV cache, keep mmapped weights: they are clean file pages, which the
-        kernel reclaims under pressure anyway, and the next request then needs a context, not a load.
-        Weights that are anonymous memory (mmap off) or locked (mlock) are freed with the rest."""
+        """Free the context and its KV cache and take the mmapped weights out of the RSS, keeping the
+        mapping: the next request then needs a context and page faults served from the page cache,
+        not a load. Weights that are anonymous memory (mmap off) or locked (mlock) are freed whole."""
         if self._weights != (True, False):
             self.unload()
             return
@@ -157,6 +158,8 @@ class LlamaEngine(Engine):
             self._ctx = None
         self._cached = []
         self._grammars = None
+        dropped = drop_mapped_pages(self._path)  # out of the RSS now; faulted back from the page cache on use
+        logger.info("idle model pages released", mapped_mib=round(dropped / 2**20, 1))
 
     def unload(self) -> None:
         if self._ctx is not None:
