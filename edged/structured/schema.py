@@ -39,7 +39,8 @@ class _Walk:
         self.defs: dict[str, Any] = {}
         for key in ("$defs", "definitions"):
             for name, sub in (root.get(key) or {}).items():
-                self.defs[f"#/{key}/{name}"] = sub
+                pointer = name.replace("~", "~0").replace("/", "~1")  # JSON Pointer escapes (RFC 6901)
+                self.defs[f"#/{key}/{pointer}"] = sub
         self.expanded: dict[str, int] = {}
         self.active: list[str] = []
 
@@ -77,6 +78,9 @@ class _Walk:
         return size
 
     def ref(self, target: str, where: str, depth: int) -> int:
+        if target == "#":
+            raise self.fail(where, "recursive `$ref` '#' (the whole schema): recursive schemas are not "
+                                   "supported, unroll it to a fixed depth")
         if target not in self.defs:
             raise self.fail(where, f"`$ref` {target!r} is not one of this schema's `$defs` (only local "
                                    "references like \"#/$defs/name\" are supported)")

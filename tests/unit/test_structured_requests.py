@@ -68,6 +68,7 @@ def test_every_supported_keyword_is_accepted():
     ({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "properties": {
         "next": {"$ref": "#/$defs/node"}}}}}, "recursive `$ref`"),
     ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "type": "string"}, "recursive `$ref`"),
+    ({"type": "object", "properties": {"child": {"$ref": "#"}}}, "recursive `$ref` '#' (the whole schema)"),
     (nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
     ({"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(65)}}, "more than 64 properties"),
     ({"enum": list(range(129))}, "`enum` has more than 128"),
@@ -79,6 +80,11 @@ def test_every_supported_keyword_is_accepted():
 def test_schemas_outside_the_subset_are_refused_by_name(schema, needle):
     message = rejected(with_schema(schema))
     assert "json_schema.schema" in message and needle in message
+
+
+def test_defs_names_with_pointer_escapes_resolve():
+    schema = {"$ref": "#/$defs/unit~1si~0x", "$defs": {"unit/si~x": {"enum": ["m", "s"]}}}
+    assert parse_request(with_schema(schema)).response_format.json_schema.schema_ == schema
 
 
 def test_ref_fan_out_is_bounded_when_expanded():
