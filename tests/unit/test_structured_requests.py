@@ -191,3 +191,28 @@ def test_client_answer_joins_streamed_tool_call_pieces(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         tools_from_files([tmp_path / "bad.json"])
+
+
+@pytest.mark.parametrize("content, needle", [
+    (json.dumps({"type": "object", "description": "x" * (2 * MAX_SCHEMA_BYTES)}).encode(), "is larger than"),
+    (b'{"type": "obj', "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"\xff\xfe\x00", "not valid (JSON|UTF-8)"),
+    (b"[" * 100_000, "is larger than"),
+    (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+    (b'{"maximum": ' + b"9" * 5000 + b"}", "not acceptable JSON"),
+])
+def test_hostile_schema_and_tool_files_are_a_clear_error(tmp_path, content, needle):
+    from edged.errors import ConfigError
+    from edged.structured.answers import schema_format_from_file, tools_from_files
+
+    path = tmp_path / "given.json"
+    path.write_bytes(content)
+    for read in (schema_format_from_file, lambda p: tools_from_files([p])):
+        with pytest.raises(ConfigError, match=needle):
+            read(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        schema_format_from_file(tmp_path / "missing.json")
+    (tmp_path / "numbers.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="a tool must be a JSON object"):
+        tools_from_files([tmp_path / "numbers.json"])
