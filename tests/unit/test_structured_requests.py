@@ -70,6 +70,8 @@ def test_every_supported_keyword_is_accepted():
     ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "type": "string"}, "recursive `$ref`"),
     ({"type": "object", "properties": {"child": {"$ref": "#"}}}, "recursive `$ref` '#' (the whole schema)"),
     (nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
+    (nested(200), "nests objects and arrays more than 64 deep"),  # jsonschema's own check overflowed the stack
+    ({"const": json.loads("[" * 300 + "]" * 300)}, "more than 64 deep"),
     ({"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(65)}}, "more than 64 properties"),
     ({"enum": list(range(129))}, "`enum` has more than 128"),
     ({"type": "string", "maxLength": 100_000}, "`maxLength` above"),
@@ -121,6 +123,8 @@ def tools_body(**extra) -> bytes:
         "type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}}}]},
      "`tools[0].function.parameters` at /properties/a: keyword `pattern`"),
     ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": nested(300)}}]},
+     "`tools[0].function.parameters` nests objects and arrays more than 64 deep"),
     ({"response_format": {"type": "json_object"}}, "cannot be combined with `tools`"),
 ])
 def test_bad_tools_name_the_field(extra, needle):
@@ -162,6 +166,12 @@ def test_a_tool_turn_answering_an_earlier_call_is_accepted():
      "`messages[2].tool_calls[0].function.arguments` is not valid JSON"),
     ([{"role": "assistant", "content": None, "tool_calls": [
         {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": "[1]"}}]}], "must be a JSON object"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": "[" * 30_000 + "]" * 30_000}}]}],
+     "`messages[2].tool_calls[0].function.arguments` is nested too deeply"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": '{"n": ' + "9" * 5000 + "}"}}]}],
+     "`messages[2].tool_calls[0].function.arguments` is not acceptable JSON"),
 ])
 def test_bad_tool_turns_name_the_field(messages, needle):
     assert needle in rejected(conversation(*messages))
