@@ -148,6 +148,9 @@ TOOLS = [tool("lamp", {"on": {"type": "boolean"}, "room": {"enum": ["hall", "kit
          tool("thermostat", {"celsius": {"type": "integer", "minimum": 5, "maximum": 30}})]
 
 
+TOOL_BODIES = [t.model_dump(exclude_none=True) for t in TOOLS]
+
+
 def shaped(plan: OutputPlan, text: bytes, finish: str = "stop"):
     shaper = Shaper(plan)
     events = [e for i in range(len(text)) for e in shaper.feed(text[i:i + 1].decode("latin-1"))]
@@ -203,6 +206,54 @@ def test_output_that_breaks_the_schema_is_an_internal_error_not_an_answer():
     with pytest.raises(Exception) as err:
         shaped(plan, b'<tool_call>\n{"name": "thermostat", "arguments": {"celsius": 99}}\n</tool_call>')
     assert err.value.code == "internal"
+
+
+@pytest.mark.parametrize("fields, pieces", [
+    ({"response_format": {"type": "json_object"}}, ["[1, ", "2]"]),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}}},
+     ['"se', 'ven"']),
+    ({"tools": TOOL_BODIES, "tool_choice": "required"},
+     ["<tool_call>\n", '{"name": "thermostat", "arguments": ', '{"celsius": 99}}', "\n</tool_call>"]),
+    ({"tools": TOOL_BODIES, "tool_choice": "required"}, ["t0 ", "t1 "]),
+])
+def test_the_core_answers_internal_when_an_engine_breaks_the_grammar(fields, pieces):
+    """An engine that ignores the grammar: the core logs it and answers `internal` after the streamed
+    pieces; no final event passes the output on as an answer."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from edged.config import RequestLimits
+    from edged.core import Core
+    from edged.engines.base import GenerationResult
+    from edged.engines.worker import ModelWorker
+    from edged.messages import ErrorEvent, FinalEvent, parse_request
+    from tests.fakes import FakeEngine, FixedEnergy, make_profile
+
+    class Unconstrained(FakeEngine):
+        def generate(self, messages, prompt, params, sink):
+            assert params.grammar  # the core asked for a grammar; this engine does not apply it
+            for piece in pieces:
+                sink(piece)
+            return GenerationResult("stop", 3, len(pieces), 0, 0.001, 0.01)
+
+    async def main() -> tuple[list, dict]:
+        core = Core(ModelWorker(Unconstrained()), make_profile(), RequestLimits(), FixedEnergy())
+        await core.start()
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, **fields}
+        job = core.submit(parse_request(json.dumps(body).encode()), transport="test", peer="p")
+        events = [event async for event in job.stream()]
+        await core.stop()
+        return events, core.counts
+
+    with capture_logs() as logs:
+        events, counts = asyncio.run(asyncio.wait_for(main(), 30))
+    assert isinstance(events[-1], ErrorEvent) and events[-1].code == "internal"
+    assert "bug in edged" in events[-1].message
+    assert not any(isinstance(e, FinalEvent) for e in events) and counts == {"internal": 1}
+    assert [entry["log_level"] for entry in logs if "constrained" in entry["event"]] == ["error"]
+    logged = json.dumps(logs, default=str)
+    assert not any(piece.strip() in logged for piece in pieces if len(piece.strip()) > 2)  # never the output
 
 
 def test_plain_text_passes_through():
