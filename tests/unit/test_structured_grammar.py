@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from edged.errors import BadRequest
 from edged.messages import TokenEvent
 from edged.structured.constraint import TokenMask, bytes_tokenizer
-from edged.structured.grammar import GrammarCache, json_grammar, tool_grammar
+from edged.structured.grammar import MAGNITUDE, NUMBER_STEP, GrammarCache, generation_schema, json_grammar, tool_grammar
 from edged.structured.schema import check_schema
 from edged.structured.shaper import OutputPlan, Shaper
 from edged.structured.wire import Tool
@@ -88,7 +88,7 @@ def extend(children: st.SearchStrategy[dict]) -> st.SearchStrategy[dict]:
 
     return st.one_of(
         st.builds(obj, names, st.lists(children, min_size=4, max_size=4), st.lists(st.booleans(), min_size=4,
-                                                                                    max_size=4), st.just(True)),
+                                                                                    max_size=4), st.booleans()),
         st.builds(arr, children, st.integers(0, 2), st.integers(0, 2)),
         st.lists(children, min_size=2, max_size=3).map(lambda subs: {"anyOf": subs}),
     )
@@ -122,6 +122,55 @@ def test_refs_and_defs(cache):
                               "required": ["x"], "additionalProperties": False}}}
     for seed in range(5):
         Draft202012Validator(schema).validate(json.loads(generate(cache, json_grammar(schema), seed)))
+
+
+DIGITS = {ord(d): 4.0 for d in "0123456789"}  # noise that would rather write digits for ever
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "number"}, {"type": "integer"}, {"type": "number", "minimum": 3, "maximum": 4},
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, {"type": ["integer", "null"], "minimum": 0},
+    {"type": "object", "properties": {"n": {"type": "number"}}, "required": ["n"]},
+])
+def test_numbers_end_even_when_the_model_wants_more_digits(cache, schema):
+    for seed in range(5):
+        text = generate(cache, json_grammar(schema), seed, limit=200, bias=DIGITS)
+        Draft202012Validator(schema).validate(json.loads(text))
+        digits = text.split(b".")
+        assert len(digits) == 1 or len(digits[1].rstrip(b"}")) <= 6
+
+
+def test_objects_with_properties_generate_only_those_unless_the_schema_opens_them(cache):
+    declared = {"type": "object", "properties": {"a": {"type": "boolean"}}}
+    keys = MERGED.index(b'{"') + 256  # noise that would rather start another key
+    for seed in range(5):
+        value = json.loads(generate(cache, json_grammar(declared), seed, bias={keys: 3.0, ord(","): 3.0}))
+        assert set(value) <= {"a"}
+    opened = {**declared, "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 9}}
+    values = [json.loads(generate(cache, json_grammar(opened), seed)) for seed in range(10)]
+    assert any(set(v) - {"a"} for v in values)
+    for value in values:
+        Draft202012Validator(opened).validate(value)
+
+
+def test_the_generation_schema_is_a_bounded_copy():
+    given = {"type": "object", "required": ["p"], "properties": {
+        "p": {"type": "number", "minimum": 2},
+        "q": {"type": "array", "items": {"anyOf": [{"type": "integer", "maximum": -MAGNITUDE * 2}, {"$ref": "#/$defs/d"}]}},
+        "e": {"type": "number", "enum": [1.5, 2.25]}, "c": {"type": "integer", "const": 10**20}},
+        "$defs": {"d": {"type": ["string", "number"], "exclusiveMaximum": 9}}}
+    before = json.dumps(given)
+    out = generation_schema(given)
+    assert json.dumps(given) == before  # the request's schema, which validates the answer, is untouched
+    assert out["properties"]["p"] == {"type": "number", "minimum": 2, "maximum": MAGNITUDE, "multipleOf": NUMBER_STEP}
+    assert out["properties"]["q"]["items"]["anyOf"][0] == {"type": "integer", "maximum": -MAGNITUDE * 2}
+    assert out["$defs"]["d"] == {"type": ["string", "number"], "exclusiveMaximum": 9, "minimum": -MAGNITUDE,
+                                 "multipleOf": NUMBER_STEP}
+    assert out["properties"]["e"] == given["properties"]["e"] and out["properties"]["c"] == given["properties"]["c"]
+    assert out["additionalProperties"] is False and "additionalProperties" not in out["properties"]["q"]
+    # A required property the object does not declare must stay possible, and explicit choices stay.
+    assert "additionalProperties" not in generation_schema({"type": "object", "properties": {}, "required": ["x"]})
+    assert generation_schema({"properties": {}, "additionalProperties": True})["additionalProperties"] is True
 
 
 def test_json_object_mode_gives_an_object(cache):

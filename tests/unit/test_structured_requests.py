@@ -102,6 +102,11 @@ def test_an_unsatisfiable_schema_is_a_bad_request():
                                                          "required": ["a", "b"], "additionalProperties": False}))
 
 
+def test_a_range_finer_than_the_generated_decimals_is_refused_with_the_reason():
+    message = rejected(with_schema({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-7}))
+    assert "cannot be enforced" in message and "at most 6 decimals" in message
+
+
 def test_response_format_needs_a_known_type_and_a_name():
     assert "response_format" in rejected(json.dumps({"messages": USER, "response_format": {"type": "xml"}}).encode())
     assert "name" in rejected(json.dumps({"messages": USER, "response_format": {
