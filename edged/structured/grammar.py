@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# OpenAI: "omitting parameters defines a function with an empty parameter list"; its arguments are {}.
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 CACHE_SIZE = 32
 # What a schema leaves open, a small model fills until max_tokens: digits ("3.1111..." for a number
 # from 3 to 4, "1234567890000..." for a population) and properties it invents (pydantic's schemas and
@@ -93,7 +95,7 @@ def tool_grammar(tools: "list[Tool]", forced: bool, stops: tuple[str, ...] = ())
     for i, tool in enumerate(tools):
         head = json.dumps(f'{{"name": "{tool.function.name}", "arguments": ')
         lines.append(f'call_{i}: {head} args_{i} "}}"')
-        lines.append(f"args_{i}: {_json_rule(tool.function.parameters)}")
+        lines.append(f"args_{i}: {_json_rule(tool.function.parameters or NO_PARAMETERS)}")
     if forced:
         return "start: call_block\n" + "\n".join(lines) + "\n"
     # A text answer may not begin like a call, and a stop sequence can only end it: the engine then

@@ -221,6 +221,17 @@ def test_forced_tool_calls_stream_and_validate(cache, seed):
     assert "".join(d["function"]["arguments"] for d in rest) == call["function"]["arguments"]
 
 
+def test_a_tool_without_parameters_is_called_with_no_arguments(cache):
+    bare = Tool.model_validate({"type": "function", "function": {"name": "pause"}})
+    plan = OutputPlan("tools", tool_grammar([bare], forced=True), None, (bare,), (bare,), True)
+    for seed in range(5):
+        _, outcome = shaped(plan, generate(cache, plan.grammar, seed, bias={256 + MERGED.index(b'{"'): 4.0}))
+        assert outcome.tool_calls[0]["function"] == {"name": "pause", "arguments": "{}"}
+    with pytest.raises(Exception) as err:  # and arguments for it would be a bug
+        shaped(plan, b'<tool_call>\n{"name": "pause", "arguments": {"now": true}}\n</tool_call>')
+    assert err.value.code == "internal"
+
+
 def test_auto_text_answers_end_on_a_stop_and_never_start_like_a_call(cache):
     plan = OutputPlan("tools", tool_grammar(TOOLS, forced=False, stops=("zz",)), None, tuple(TOOLS),
                       tuple(TOOLS), False, ("zz",))
