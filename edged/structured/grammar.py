@@ -69,7 +69,8 @@ def generation_schema(schema: Any) -> Any:
     if ("number" in types or "integer" in types) and "enum" not in out and "const" not in out:
         _bound_number(out, types)
     properties = out.get("properties")
-    if isinstance(properties, dict) and "additionalProperties" not in out and \
+    # Not where a sibling `anyOf` or `$ref` may declare more properties: closing would refuse them.
+    if isinstance(properties, dict) and not {"additionalProperties", "anyOf", "$ref"} & set(out) and \
             set(out.get("required") or ()) <= set(properties):
         out["additionalProperties"] = False
     return out

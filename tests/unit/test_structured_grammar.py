@@ -171,6 +171,9 @@ def test_the_generation_schema_is_a_bounded_copy():
     # A required property the object does not declare must stay possible, and explicit choices stay.
     assert "additionalProperties" not in generation_schema({"type": "object", "properties": {}, "required": ["x"]})
     assert generation_schema({"properties": {}, "additionalProperties": True})["additionalProperties"] is True
+    branches = {"properties": {"a": {"type": "boolean"}}, "anyOf": [{"properties": {"b": {"const": 1}}, "required": ["b"]}]}
+    assert "additionalProperties" not in generation_schema(branches)
+    assert "additionalProperties" not in generation_schema({"properties": {}, "$ref": "#/$defs/x"})
 
 
 def test_json_object_mode_gives_an_object(cache):

@@ -102,6 +102,12 @@ def test_an_unsatisfiable_schema_is_a_bad_request():
                                                          "required": ["a", "b"], "additionalProperties": False}))
 
 
+def test_properties_declared_in_anyof_branches_stay_possible():
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}},
+              "anyOf": [{"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]}
+    assert parse_request(with_schema(schema)).response_format.json_schema.schema_ == schema
+
+
 def test_a_range_finer_than_the_generated_decimals_is_refused_with_the_reason():
     message = rejected(with_schema({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-7}))
     assert "cannot be enforced" in message and "at most 6 decimals" in message
