@@ -17,13 +17,15 @@ CHATML_FALLBACK = (
 
 @lru_cache(maxsize=4)
 def _compile(template: str) -> Any:
-    from jinja2 import StrictUndefined, TemplateError
+    from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise EngineError(f"chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+    # Jinja's default Undefined, as Hugging Face's renderer has: model templates are written for it and
+    # read `tools` or `message.tool_calls` whether they are given or not (strict, those reads failed).
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     try:
         return env.from_string(template)
@@ -45,7 +47,7 @@ def render_chat(template: str | None, messages: list[ChatMessage], bos: str, eos
     from edged.structured.prompting import chat_context
 
     compiled = _compile(template or CHATML_FALLBACK)
-    context = chat_context(template or CHATML_FALLBACK, messages, tools)
+    context = {"tools": None} | chat_context(template or CHATML_FALLBACK, messages, tools)  # None when none, as HF
     try:
         return str(compiled.render(**context, add_generation_prompt=True, bos_token=bos, eos_token=eos))
     except TemplateError as exc:

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from edged.atomic import read_bounded
-from edged.errors import ConfigError
+from edged.errors import BadRequest, ConfigError
+from edged.jsonbody import load_json
 from edged.structured.schema import MAX_SCHEMA_BYTES
 
 CHOICES = ("none", "auto", "required")
@@ -42,10 +42,10 @@ def _read_json(path: Path, what: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(data) > MAX_SCHEMA_BYTES * 2:
         raise ConfigError(f"{path} is larger than {MAX_SCHEMA_BYTES * 2} bytes")
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    try:  # as a request body is parsed: nesting too deep or a 5,000-digit number is an error, not a crash
+        return load_json(data, str(path))
+    except BadRequest as exc:
+        raise ConfigError(exc.message) from None
 
 
 def schema_format_from_file(path: Path) -> dict[str, Any]:

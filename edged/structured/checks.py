@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from edged.errors import BadRequest
+from edged.jsonbody import load_json
 from edged.structured.schema import check_schema
 from edged.structured.wire import JsonObjectFormat, JsonSchemaFormat, NamedToolChoice
 
@@ -53,10 +53,7 @@ def _check_conversation(request: "ChatRequest") -> None:
             if call.id in seen:
                 raise BadRequest(f"`{where}.id`: {call.id!r} is used by an earlier tool call")
             seen.add(call.id)
-            try:
-                arguments = json.loads(call.function.arguments)
-            except json.JSONDecodeError:
-                raise BadRequest(f"`{where}.function.arguments` is not valid JSON") from None
+            arguments = load_json(call.function.arguments, f"`{where}.function.arguments`")
             if not isinstance(arguments, dict):
                 raise BadRequest(f"`{where}.function.arguments` must be a JSON object")
         if message.role == "tool" and message.tool_call_id not in seen:

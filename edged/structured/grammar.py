@@ -26,11 +26,58 @@ if TYPE_CHECKING:
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# OpenAI: "omitting parameters defines a function with an empty parameter list"; its arguments are {}.
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 CACHE_SIZE = 32
+# What a schema leaves open, a small model fills until max_tokens: digits ("3.1111..." for a number
+# from 3 to 4, "1234567890000..." for a population) and properties it invents (pydantic's schemas and
+# many clients' leave `additionalProperties` out). Measured on the demo model, most such answers were
+# cut by max_tokens and did not parse. So the grammar enforces a subset of the schema: numbers with at
+# most 6 decimals and below 10^15 in magnitude where the schema gives no bound, and an object with
+# `properties` but no `additionalProperties` only those properties. The answer is still validated
+# against the schema as given; `"additionalProperties": true` (or a schema) lets the model add more.
+NUMBER_STEP = 1e-6
+MAGNITUDE = 10**15
+
+
+def _bound_number(out: dict[str, Any], types: list[str]) -> None:
+    low = out.get("minimum", out.get("exclusiveMinimum"))
+    high = out.get("maximum", out.get("exclusiveMaximum"))
+    if high is None and (low is None or low < MAGNITUDE):
+        out["maximum"] = MAGNITUDE
+    if low is None and (high is None or high > -MAGNITUDE):
+        out["minimum"] = -MAGNITUDE
+    if "number" in types:
+        out["multipleOf"] = NUMBER_STEP
+
+
+def generation_schema(schema: Any) -> Any:
+    """A copy of `schema` that the grammar can only satisfy with output of bounded length (see above)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {name: generation_schema(sub) for name, sub in out[key].items()}
+    for key in ("items", "additionalProperties"):
+        if key in out:
+            out[key] = generation_schema(out[key])
+    if isinstance(out.get("anyOf"), list):
+        out["anyOf"] = [generation_schema(sub) for sub in out["anyOf"]]
+    types = out.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if ("number" in types or "integer" in types) and "enum" not in out and "const" not in out:
+        _bound_number(out, types)
+    properties = out.get("properties")
+    # Not where a sibling `anyOf` or `$ref` may declare more properties: closing would refuse them.
+    if isinstance(properties, dict) and not {"additionalProperties", "anyOf", "$ref"} & set(out) and \
+            set(out.get("required") or ()) <= set(properties):
+        out["additionalProperties"] = False
+    return out
 
 
 def _json_rule(schema: dict[str, Any] | None) -> str:
-    return "%json " + json.dumps({**(schema or ANY_OBJECT), "x-guidance": JSON_OPTIONS})
+    return "%json " + json.dumps({**generation_schema(schema or ANY_OBJECT), "x-guidance": JSON_OPTIONS})
 
 
 def _regex_literal(text: str) -> str:
@@ -49,7 +96,7 @@ def tool_grammar(tools: "list[Tool]", forced: bool, stops: tuple[str, ...] = ())
     for i, tool in enumerate(tools):
         head = json.dumps(f'{{"name": "{tool.function.name}", "arguments": ')
         lines.append(f'call_{i}: {head} args_{i} "}}"')
-        lines.append(f"args_{i}: {_json_rule(tool.function.parameters)}")
+        lines.append(f"args_{i}: {_json_rule(tool.function.parameters or NO_PARAMETERS)}")
     if forced:
         return "start: call_block\n" + "\n".join(lines) + "\n"
     # A text answer may not begin like a call, and a stop sequence can only end it: the engine then
@@ -67,7 +114,13 @@ def validate(grammar: str) -> None:
 
     error = LLMatcher.validate_grammar(grammar)
     if error and not error.startswith("WARNING"):
-        raise BadRequest(f"the schema cannot be enforced: {error[:300]}")
+        raise unenforceable(error)
+
+
+def unenforceable(error: str) -> BadRequest:
+    hint = (" (edged generates numbers with at most 6 decimals: see docs/protocol.md)"
+            if f"multiple of {NUMBER_STEP:f}" in error else "")
+    return BadRequest(f"the schema cannot be enforced: {error[:300]}{hint}")
 
 
 @dataclass
@@ -91,7 +144,7 @@ class GrammarCache:
         if entry is None:
             matcher = LLMatcher(self._tokenizer, grammar, log_level=0)
             if matcher.is_error():
-                raise BadRequest(f"the schema cannot be enforced: {matcher.get_error()[:300]}")
+                raise unenforceable(matcher.get_error())
             entry = self._entries[grammar] = _Entry(matcher)
             self.compiled += 1
             while len(self._entries) > self._size:

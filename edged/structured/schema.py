@@ -31,6 +31,24 @@ MAX_PROPERTIES = 64
 MAX_ENUM = 128
 MAX_ANY_OF = 16
 MAX_LENGTH_BOUND = 4_096  # minLength, maxLength, minItems, maxItems
+# Objects and arrays inside each other anywhere in a schema: MAX_DEPTH subschemas need about twice that;
+# jsonschema's metaschema check recurses a dozen frames per level and hit Python's limit at ~200.
+MAX_JSON_NESTING = 64
+
+
+def _nesting(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (iterative: the value may be deeper than the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class _Walk:
@@ -39,7 +57,8 @@ class _Walk:
         self.defs: dict[str, Any] = {}
         for key in ("$defs", "definitions"):
             for name, sub in (root.get(key) or {}).items():
-                self.defs[f"#/{key}/{name}"] = sub
+                pointer = name.replace("~", "~0").replace("/", "~1")  # JSON Pointer escapes (RFC 6901)
+                self.defs[f"#/{key}/{pointer}"] = sub
         self.expanded: dict[str, int] = {}
         self.active: list[str] = []
 
@@ -77,6 +96,9 @@ class _Walk:
         return size
 
     def ref(self, target: str, where: str, depth: int) -> int:
+        if target == "#":
+            raise self.fail(where, "recursive `$ref` '#' (the whole schema): recursive schemas are not "
+                                   "supported, unroll it to a fixed depth")
         if target not in self.defs:
             raise self.fail(where, f"`$ref` {target!r} is not one of this schema's `$defs` (only local "
                                    "references like \"#/$defs/name\" are supported)")
@@ -119,6 +141,9 @@ def check_schema(schema: Any, field: str) -> None:
 
     if not isinstance(schema, dict):
         raise BadRequest(f"`{field}` must be a JSON Schema object")
+    if _nesting(schema) > MAX_JSON_NESTING:
+        raise BadRequest(f"`{field}` nests objects and arrays more than {MAX_JSON_NESTING} deep; flatten the schema "
+                         f"(at most {MAX_DEPTH} levels of subschemas)")
     size = len(json.dumps(schema, separators=(",", ":")))
     if size > MAX_SCHEMA_BYTES:
         raise BadRequest(f"`{field}` is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are accepted")

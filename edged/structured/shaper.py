@@ -13,7 +13,7 @@ import structlog
 from edged.engines.textstream import TextStream
 from edged.errors import InternalError
 from edged.messages import TokenEvent
-from edged.structured.grammar import TOOL_CLOSE, TOOL_OPEN, json_grammar, tool_grammar
+from edged.structured.grammar import NO_PARAMETERS, TOOL_CLOSE, TOOL_OPEN, json_grammar, tool_grammar
 from edged.structured.wire import JsonObjectFormat, JsonSchemaFormat, NamedToolChoice, Tool
 
 if TYPE_CHECKING:
@@ -182,6 +182,6 @@ class Shaper:
         tool = next((t for t in self.plan.callable if t.function.name == name), None)
         if tool is None:
             raise InternalError(f"the model called {name!r}, which the grammar forbids; this is a bug in edged")
-        _check(tool.function.parameters or {"type": "object"}, arguments, f"arguments of {name}")
+        _check(tool.function.parameters or NO_PARAMETERS, arguments, f"arguments of {name}")
         assert self._head is not None
         return name, whole[self._head:len(whole) - len("}" + TOOL_CLOSE)]

@@ -124,12 +124,32 @@ def test_gguf_answers_validate(gguf, prompt, schema):
     assert "".join(e.text for e in events) == outcome.content
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
-@given(schema=schemas(numbers=False, max_leaves=4), temperature=st.sampled_from([0.0, 0.7]))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(schema=schemas(max_leaves=4), temperature=st.sampled_from([0.0, 0.7]))
 def test_gguf_generated_schemas_always_validate(gguf, schema, temperature):
     outcome, _ = ask(gguf, json_body("Fill in the data", schema, max_tokens=160, temperature=temperature))
     assert outcome.finish_reason == "stop"
+    Draft202012Validator(schema).validate(json.loads(outcome.content))
+
+
+# What a schema leaves open: unbounded numbers (the demo model wrote "3.1111..." and "1234567890000..."
+# until max_tokens for most of these) and objects without `additionalProperties` (it invented keys).
+OPEN = [
+    ("A number", {"type": "number"}),
+    ("The population of France", {"type": "integer", "minimum": 0}),
+    ("Pi", {"type": "number", "minimum": 3, "maximum": 4}),
+    ("A ratio", {"type": "number", "minimum": 0, "maximum": 1}),
+    ("A person", {"type": "object", "properties": {"name": NAME, "age": AGE}, "required": ["name"]}),
+    ("A city", {"type": "object", "properties": {"city": NAME, "area_km2": {"type": "number"}}}),
+]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("prompt, schema", OPEN, ids=[p for p, _ in OPEN])
+def test_gguf_open_schemas_still_end_and_validate(gguf, prompt, schema, temperature):
+    outcome, _ = ask(gguf, json_body(prompt, schema, max_tokens=96, temperature=temperature))
+    assert outcome.finish_reason == "stop", outcome.content[:120]
     Draft202012Validator(schema).validate(json.loads(outcome.content))
 
 
@@ -207,6 +227,14 @@ def test_onnx_answers_validate(onnx, index):
     prompt, schema = SCHEMAS[index]
     outcome, _ = ask(onnx, json_body(prompt, schema))
     assert outcome.finish_reason == "stop"
+    Draft202012Validator(schema).validate(json.loads(outcome.content))
+
+
+@pytest.mark.parametrize("index", [0, 2, 4])
+def test_onnx_open_schemas_still_end_and_validate(onnx, index):
+    prompt, schema = OPEN[index]
+    outcome, _ = ask(onnx, json_body(prompt, schema))
+    assert outcome.finish_reason == "stop", outcome.content[:120]
     Draft202012Validator(schema).validate(json.loads(outcome.content))
 
 

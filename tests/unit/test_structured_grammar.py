@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from edged.errors import BadRequest
 from edged.messages import TokenEvent
 from edged.structured.constraint import TokenMask, bytes_tokenizer
-from edged.structured.grammar import GrammarCache, json_grammar, tool_grammar
+from edged.structured.grammar import MAGNITUDE, NUMBER_STEP, GrammarCache, generation_schema, json_grammar, tool_grammar
 from edged.structured.schema import check_schema
 from edged.structured.shaper import OutputPlan, Shaper
 from edged.structured.wire import Tool
@@ -88,7 +88,7 @@ def extend(children: st.SearchStrategy[dict]) -> st.SearchStrategy[dict]:
 
     return st.one_of(
         st.builds(obj, names, st.lists(children, min_size=4, max_size=4), st.lists(st.booleans(), min_size=4,
-                                                                                    max_size=4), st.just(True)),
+                                                                                    max_size=4), st.booleans()),
         st.builds(arr, children, st.integers(0, 2), st.integers(0, 2)),
         st.lists(children, min_size=2, max_size=3).map(lambda subs: {"anyOf": subs}),
     )
@@ -124,6 +124,58 @@ def test_refs_and_defs(cache):
         Draft202012Validator(schema).validate(json.loads(generate(cache, json_grammar(schema), seed)))
 
 
+DIGITS = {ord(d): 4.0 for d in "0123456789"}  # noise that would rather write digits for ever
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "number"}, {"type": "integer"}, {"type": "number", "minimum": 3, "maximum": 4},
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, {"type": ["integer", "null"], "minimum": 0},
+    {"type": "object", "properties": {"n": {"type": "number"}}, "required": ["n"]},
+])
+def test_numbers_end_even_when_the_model_wants_more_digits(cache, schema):
+    for seed in range(5):
+        text = generate(cache, json_grammar(schema), seed, limit=200, bias=DIGITS)
+        Draft202012Validator(schema).validate(json.loads(text))
+        digits = text.split(b".")
+        assert len(digits) == 1 or len(digits[1].rstrip(b"}")) <= 6
+
+
+def test_objects_with_properties_generate_only_those_unless_the_schema_opens_them(cache):
+    declared = {"type": "object", "properties": {"a": {"type": "boolean"}}}
+    keys = MERGED.index(b'{"') + 256  # noise that would rather start another key
+    for seed in range(5):
+        value = json.loads(generate(cache, json_grammar(declared), seed, bias={keys: 3.0, ord(","): 3.0}))
+        assert set(value) <= {"a"}
+    opened = {**declared, "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 9}}
+    values = [json.loads(generate(cache, json_grammar(opened), seed)) for seed in range(10)]
+    assert any(set(v) - {"a"} for v in values)
+    for value in values:
+        Draft202012Validator(opened).validate(value)
+
+
+def test_the_generation_schema_is_a_bounded_copy():
+    given = {"type": "object", "required": ["p"], "properties": {
+        "p": {"type": "number", "minimum": 2},
+        "q": {"type": "array", "items": {"anyOf": [{"type": "integer", "maximum": -MAGNITUDE * 2}, {"$ref": "#/$defs/d"}]}},
+        "e": {"type": "number", "enum": [1.5, 2.25]}, "c": {"type": "integer", "const": 10**20}},
+        "$defs": {"d": {"type": ["string", "number"], "exclusiveMaximum": 9}}}
+    before = json.dumps(given)
+    out = generation_schema(given)
+    assert json.dumps(given) == before  # the request's schema, which validates the answer, is untouched
+    assert out["properties"]["p"] == {"type": "number", "minimum": 2, "maximum": MAGNITUDE, "multipleOf": NUMBER_STEP}
+    assert out["properties"]["q"]["items"]["anyOf"][0] == {"type": "integer", "maximum": -MAGNITUDE * 2}
+    assert out["$defs"]["d"] == {"type": ["string", "number"], "exclusiveMaximum": 9, "minimum": -MAGNITUDE,
+                                 "multipleOf": NUMBER_STEP}
+    assert out["properties"]["e"] == given["properties"]["e"] and out["properties"]["c"] == given["properties"]["c"]
+    assert out["additionalProperties"] is False and "additionalProperties" not in out["properties"]["q"]
+    # A required property the object does not declare must stay possible, and explicit choices stay.
+    assert "additionalProperties" not in generation_schema({"type": "object", "properties": {}, "required": ["x"]})
+    assert generation_schema({"properties": {}, "additionalProperties": True})["additionalProperties"] is True
+    branches = {"properties": {"a": {"type": "boolean"}}, "anyOf": [{"properties": {"b": {"const": 1}}, "required": ["b"]}]}
+    assert "additionalProperties" not in generation_schema(branches)
+    assert "additionalProperties" not in generation_schema({"properties": {}, "$ref": "#/$defs/x"})
+
+
 def test_json_object_mode_gives_an_object(cache):
     for seed in range(5):
         value = json.loads(generate(cache, json_grammar(None), seed, limit=20_000))
@@ -148,6 +200,9 @@ TOOLS = [tool("lamp", {"on": {"type": "boolean"}, "room": {"enum": ["hall", "kit
          tool("thermostat", {"celsius": {"type": "integer", "minimum": 5, "maximum": 30}})]
 
 
+TOOL_BODIES = [t.model_dump(exclude_none=True) for t in TOOLS]
+
+
 def shaped(plan: OutputPlan, text: bytes, finish: str = "stop"):
     shaper = Shaper(plan)
     events = [e for i in range(len(text)) for e in shaper.feed(text[i:i + 1].decode("latin-1"))]
@@ -167,6 +222,17 @@ def test_forced_tool_calls_stream_and_validate(cache, seed):
     first, *rest = [e.tool_calls[0] for e in events]
     assert first["id"] == call["id"] and first["type"] == "function" and first["function"]["name"] == name
     assert "".join(d["function"]["arguments"] for d in rest) == call["function"]["arguments"]
+
+
+def test_a_tool_without_parameters_is_called_with_no_arguments(cache):
+    bare = Tool.model_validate({"type": "function", "function": {"name": "pause"}})
+    plan = OutputPlan("tools", tool_grammar([bare], forced=True), None, (bare,), (bare,), True)
+    for seed in range(5):
+        _, outcome = shaped(plan, generate(cache, plan.grammar, seed, bias={256 + MERGED.index(b'{"'): 4.0}))
+        assert outcome.tool_calls[0]["function"] == {"name": "pause", "arguments": "{}"}
+    with pytest.raises(Exception) as err:  # and arguments for it would be a bug
+        shaped(plan, b'<tool_call>\n{"name": "pause", "arguments": {"now": true}}\n</tool_call>')
+    assert err.value.code == "internal"
 
 
 def test_auto_text_answers_end_on_a_stop_and_never_start_like_a_call(cache):
@@ -203,6 +269,54 @@ def test_output_that_breaks_the_schema_is_an_internal_error_not_an_answer():
     with pytest.raises(Exception) as err:
         shaped(plan, b'<tool_call>\n{"name": "thermostat", "arguments": {"celsius": 99}}\n</tool_call>')
     assert err.value.code == "internal"
+
+
+@pytest.mark.parametrize("fields, pieces", [
+    ({"response_format": {"type": "json_object"}}, ["[1, ", "2]"]),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}}},
+     ['"se', 'ven"']),
+    ({"tools": TOOL_BODIES, "tool_choice": "required"},
+     ["<tool_call>\n", '{"name": "thermostat", "arguments": ', '{"celsius": 99}}', "\n</tool_call>"]),
+    ({"tools": TOOL_BODIES, "tool_choice": "required"}, ["t0 ", "t1 "]),
+])
+def test_the_core_answers_internal_when_an_engine_breaks_the_grammar(fields, pieces):
+    """An engine that ignores the grammar: the core logs it and answers `internal` after the streamed
+    pieces; no final event passes the output on as an answer."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from edged.config import RequestLimits
+    from edged.core import Core
+    from edged.engines.base import GenerationResult
+    from edged.engines.worker import ModelWorker
+    from edged.messages import ErrorEvent, FinalEvent, parse_request
+    from tests.fakes import FakeEngine, FixedEnergy, make_profile
+
+    class Unconstrained(FakeEngine):
+        def generate(self, messages, prompt, params, sink):
+            assert params.grammar  # the core asked for a grammar; this engine does not apply it
+            for piece in pieces:
+                sink(piece)
+            return GenerationResult("stop", 3, len(pieces), 0, 0.001, 0.01)
+
+    async def main() -> tuple[list, dict]:
+        core = Core(ModelWorker(Unconstrained()), make_profile(), RequestLimits(), FixedEnergy())
+        await core.start()
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, **fields}
+        job = core.submit(parse_request(json.dumps(body).encode()), transport="test", peer="p")
+        events = [event async for event in job.stream()]
+        await core.stop()
+        return events, core.counts
+
+    with capture_logs() as logs:
+        events, counts = asyncio.run(asyncio.wait_for(main(), 30))
+    assert isinstance(events[-1], ErrorEvent) and events[-1].code == "internal"
+    assert "bug in edged" in events[-1].message
+    assert not any(isinstance(e, FinalEvent) for e in events) and counts == {"internal": 1}
+    assert [entry["log_level"] for entry in logs if "constrained" in entry["event"]] == ["error"]
+    logged = json.dumps(logs, default=str)
+    assert not any(piece.strip() in logged for piece in pieces if len(piece.strip()) > 2)  # never the output
 
 
 def test_plain_text_passes_through():

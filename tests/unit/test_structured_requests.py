@@ -68,7 +68,10 @@ def test_every_supported_keyword_is_accepted():
     ({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "properties": {
         "next": {"$ref": "#/$defs/node"}}}}}, "recursive `$ref`"),
     ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "type": "string"}, "recursive `$ref`"),
+    ({"type": "object", "properties": {"child": {"$ref": "#"}}}, "recursive `$ref` '#' (the whole schema)"),
     (nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}"),
+    (nested(200), "nests objects and arrays more than 64 deep"),  # jsonschema's own check overflowed the stack
+    ({"const": json.loads("[" * 300 + "]" * 300)}, "more than 64 deep"),
     ({"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(65)}}, "more than 64 properties"),
     ({"enum": list(range(129))}, "`enum` has more than 128"),
     ({"type": "string", "maxLength": 100_000}, "`maxLength` above"),
@@ -79,6 +82,11 @@ def test_every_supported_keyword_is_accepted():
 def test_schemas_outside_the_subset_are_refused_by_name(schema, needle):
     message = rejected(with_schema(schema))
     assert "json_schema.schema" in message and needle in message
+
+
+def test_defs_names_with_pointer_escapes_resolve():
+    schema = {"$ref": "#/$defs/unit~1si~0x", "$defs": {"unit/si~x": {"enum": ["m", "s"]}}}
+    assert parse_request(with_schema(schema)).response_format.json_schema.schema_ == schema
 
 
 def test_ref_fan_out_is_bounded_when_expanded():
@@ -92,6 +100,17 @@ def test_ref_fan_out_is_bounded_when_expanded():
 def test_an_unsatisfiable_schema_is_a_bad_request():
     assert "cannot be enforced" in rejected(with_schema({"type": "object", "properties": {"a": {"type": "string"}},
                                                          "required": ["a", "b"], "additionalProperties": False}))
+
+
+def test_properties_declared_in_anyof_branches_stay_possible():
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}},
+              "anyOf": [{"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]}
+    assert parse_request(with_schema(schema)).response_format.json_schema.schema_ == schema
+
+
+def test_a_range_finer_than_the_generated_decimals_is_refused_with_the_reason():
+    message = rejected(with_schema({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-7}))
+    assert "cannot be enforced" in message and "at most 6 decimals" in message
 
 
 def test_response_format_needs_a_known_type_and_a_name():
@@ -115,6 +134,8 @@ def tools_body(**extra) -> bytes:
         "type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}}}]},
      "`tools[0].function.parameters` at /properties/a: keyword `pattern`"),
     ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": nested(300)}}]},
+     "`tools[0].function.parameters` nests objects and arrays more than 64 deep"),
     ({"response_format": {"type": "json_object"}}, "cannot be combined with `tools`"),
 ])
 def test_bad_tools_name_the_field(extra, needle):
@@ -156,6 +177,12 @@ def test_a_tool_turn_answering_an_earlier_call_is_accepted():
      "`messages[2].tool_calls[0].function.arguments` is not valid JSON"),
     ([{"role": "assistant", "content": None, "tool_calls": [
         {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": "[1]"}}]}], "must be a JSON object"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": "[" * 30_000 + "]" * 30_000}}]}],
+     "`messages[2].tool_calls[0].function.arguments` is nested too deeply"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "id": "c2", "function": {"name": "get_weather", "arguments": '{"n": ' + "9" * 5000 + "}"}}]}],
+     "`messages[2].tool_calls[0].function.arguments` is not acceptable JSON"),
 ])
 def test_bad_tool_turns_name_the_field(messages, needle):
     assert needle in rejected(conversation(*messages))
@@ -185,3 +212,28 @@ def test_client_answer_joins_streamed_tool_call_pieces(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         tools_from_files([tmp_path / "bad.json"])
+
+
+@pytest.mark.parametrize("content, needle", [
+    (json.dumps({"type": "object", "description": "x" * (2 * MAX_SCHEMA_BYTES)}).encode(), "is larger than"),
+    (b'{"type": "obj', "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"\xff\xfe\x00", "not valid (JSON|UTF-8)"),
+    (b"[" * 100_000, "is larger than"),
+    (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+    (b'{"maximum": ' + b"9" * 5000 + b"}", "not acceptable JSON"),
+])
+def test_hostile_schema_and_tool_files_are_a_clear_error(tmp_path, content, needle):
+    from edged.errors import ConfigError
+    from edged.structured.answers import schema_format_from_file, tools_from_files
+
+    path = tmp_path / "given.json"
+    path.write_bytes(content)
+    for read in (schema_format_from_file, lambda p: tools_from_files([p])):
+        with pytest.raises(ConfigError, match=needle):
+            read(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        schema_format_from_file(tmp_path / "missing.json")
+    (tmp_path / "numbers.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="a tool must be a JSON object"):
+        tools_from_files([tmp_path / "numbers.json"])
