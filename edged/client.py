@@ -6,9 +6,12 @@ The code lives in `edged.clients` (the socket client here, the sealed MQTT clien
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged.clients.socket import Answer, SocketClient, answer_of, event_of, function_tool, json_schema_format, tool_choice
+
+if TYPE_CHECKING:
+    from edged.clients.mqtt import SealedMqttClient
 
 __all__ = ["Answer", "SealedMqttClient", "SocketClient", "answer_of", "event_of", "function_tool",
            "json_schema_format", "tool_choice"]
