@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         # Tools print their results on stdout; their own log lines go to stderr, warnings and up.
         configure_logging(level="warning", fmt="console", stream=sys.stderr)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit (status 120)
+        return code
     except ConfigError as exc:
         print(f"edged: configuration error: {exc}", file=sys.stderr)
         return 2
