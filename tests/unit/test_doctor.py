@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,15 +80,21 @@ def test_a_broken_check_does_not_hide_the_others(tmp_path: Path, monkeypatch: py
     assert {"model", "clock", "state"} <= set(names)
 
 
-def test_an_engine_library_for_another_architecture_is_one_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "libllama.so").write_bytes(b"\x7fELF" + b"\x00" * 60)  # not loadable here
+def doctor_with_engine_library(library_dir: Path, state_dir: Path) -> dict[str, Any]:
+    """`edged doctor --json` with llama.cpp looked up in `library_dir`; it must fail without a traceback."""
     done = subprocess.run([sys.executable, "-m", "edged", "doctor", "--no-generate", "--json",
-                           "--state-dir", str(tmp_path / "state")],
+                           "--state-dir", str(state_dir)],
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LLAMA_CPP_LIB_PATH": str(tmp_path)})
+                          env={**os.environ, "LLAMA_CPP_LIB_PATH": str(library_dir)})
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_an_engine_library_for_another_architecture_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "libllama.so").write_bytes(b"\x7fELF" + b"\x00" * 60)  # not loadable here
+    checks = {check["name"]: check for check in doctor_with_engine_library(tmp_path, tmp_path / "state")["checks"]}
     assert checks["engine"]["status"] == "fail"
     assert "built for another machine" in checks["engine"]["summary"]
 
@@ -95,13 +102,7 @@ def test_an_engine_library_for_another_architecture_is_one_clear_error(tmp_path:
 def test_a_missing_engine_library_is_one_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "lib"
     empty.mkdir()  # the package is there, its libllama.so is not (a half-copied venv or image)
-    done = subprocess.run([sys.executable, "-m", "edged", "doctor", "--no-generate", "--json",
-                           "--state-dir", str(tmp_path / "state")],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LLAMA_CPP_LIB_PATH": str(empty)})
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    report = json.loads(done.stdout)
+    report = doctor_with_engine_library(empty, tmp_path / "state")
     assert report["healthy"] is False
     engine = next(check for check in report["checks"] if check["name"] == "engine")
     assert engine["status"] == "fail" and "cannot be loaded" in engine["summary"]
