@@ -130,7 +130,7 @@ class WyomingConnection(AsyncEventHandler):
         try:
             while True:
                 left = self._quiet_since + IDLE_TIMEOUT_S - loop.time()
-                done, _ = await asyncio.wait({reading}, timeout=max(left, 0.0) if not self._answering else IDLE_TIMEOUT_S)
+                done, _ = await asyncio.wait({reading}, timeout=IDLE_TIMEOUT_S if self._answering else max(left, 0.0))
                 if done:
                     self._quiet_since = loop.time()
                     return reading.result()

@@ -36,8 +36,6 @@ class HttpRequest:
         return self._exchange is not None and self._exchange.started
 
 
-
-
 def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
@@ -59,7 +57,7 @@ class Exchange:
             await self._writer.drain()
 
 
-def parse_request(head: h11.Request, body: bytes) -> HttpRequest:
+def http_request_of(head: h11.Request, body: bytes, sock: socket.socket | None, peername: Any) -> HttpRequest:
     target = head.target.decode("latin-1")
     path, _, query = target.partition("?")
     headers: dict[str, str] = {}
@@ -67,4 +65,4 @@ def parse_request(head: h11.Request, body: bytes) -> HttpRequest:
         key, text = name.decode("latin-1"), value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return HttpRequest(method=head.method.decode("latin-1"), path=path, query=query, headers=headers, body=body,
-                       sock=None, peername=None)
+                       sock=sock, peername=peername)

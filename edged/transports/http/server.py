@@ -22,7 +22,7 @@ import structlog
 from edged.errors import BadRequest, RequestError, TooLarge
 from edged.ratelog import RejectSummary
 from edged.transports.http.errors import Response, error_response
-from edged.transports.http.request import Exchange, HttpRequest, encode_headers, parse_request
+from edged.transports.http.request import Exchange, HttpRequest, encode_headers, http_request_of
 
 logger = structlog.get_logger(__name__)
 
@@ -122,8 +122,6 @@ class HttpServer:
                 return
             if request is None:
                 return
-            request.sock = writer.get_extra_info("socket")
-            request.peername = writer.get_extra_info("peername")
             if not await self._run(conn, reader, writer, request):
                 return
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -148,15 +146,12 @@ class HttpServer:
                     if deadline is None:
                         return None  # an idle keep-alive connection: close it quietly
                     raise
-                if deadline is None:
-                    deadline = loop.time() + self._head_timeout
-                conn.receive_data(data)
+                conn.receive_data(data)  # a partial head stays in h11's buffer: the deadline starts next round
             elif isinstance(event, h11.Request):
                 head = event
                 if event.http_version not in (b"1.0", b"1.1"):
-                    raise BadRequest(f"HTTP/{event.http_version.decode('latin-1')} is not served; "
-                                                  "use HTTP/1.1")
-                self._check_declared_length(event)
+                    raise BadRequest(f"HTTP/{event.http_version.decode('latin-1')} is not served; use HTTP/1.1")
+                self._check_sizes(event)
                 if conn.they_are_waiting_for_100_continue:
                     writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
             elif isinstance(event, h11.Data):
@@ -165,11 +160,12 @@ class HttpServer:
                     raise TooLarge(self._too_large_message(len(body)))
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
-                return parse_request(head, bytes(body))
+                return http_request_of(head, bytes(body), writer.get_extra_info("socket"),
+                                     writer.get_extra_info("peername"))
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
 
-    def _check_declared_length(self, head: h11.Request) -> None:
+    def _check_sizes(self, head: h11.Request) -> None:
         # h11 bounds only a head still incomplete; one that arrived whole in a read is measured here
         size = len(head.target) + sum(len(name) + len(value) + 4 for name, value in head.headers)
         if size > MAX_HEAD_BYTES:
@@ -203,28 +199,25 @@ class HttpServer:
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
-        if watching.done() and not watching.cancelled() and watching.result() is False:
-            return False
+        if watching.done() and not watching.cancelled():
+            return False  # it saw the hang-up just as the handler finished
         if response is not None and not exchange.started:
-            head_only = request.method == "HEAD"
-            await self._send_whole(conn, writer, response, head_only=head_only)
+            await self._send_whole(conn, writer, response, head_only=request.method == "HEAD")
         elif exchange.started:
             await exchange.send(h11.EndOfMessage())
         return True
 
     async def _watch_hangup(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                            handling: asyncio.Task[Response | None]) -> bool:
+                            handling: asyncio.Task[Response | None]) -> None:
+        """Returns (after cancelling the handler) when the client hangs up or reads too far ahead."""
         read_ahead = len(conn.trailing_data[0])  # what came with the request is read ahead too
-        while True:
-            if read_ahead > MAX_PIPELINED_BYTES:
-                handling.cancel()
-                return False
+        while read_ahead <= MAX_PIPELINED_BYTES:
             data = await reader.read(READ_CHUNK)
+            if not data:
+                break
             read_ahead += len(data)
-            if not data or read_ahead > MAX_PIPELINED_BYTES:
-                handling.cancel()
-                return False
             conn.receive_data(data)  # a pipelined request: h11 keeps it for the next cycle
+        handling.cancel()
 
     async def _send_whole(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, *,
                           head_only: bool = False) -> None:
