@@ -20,3 +20,13 @@ def load_json(data: bytes | str, what: str) -> Any:
         raise BadRequest(f"{what} is not valid UTF-8") from None
     except ValueError as exc:  # Python's limit on integer digits: a number no request needs
         raise BadRequest(f"{what} is not acceptable JSON: {str(exc)[:100]}") from None
+
+
+def json_object_or_none(data: bytes | str) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else: broken, nested too deeply, a 5,000-digit integer or not
+    an object. For messages anyone may publish (device statuses), which are skipped, never refused."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

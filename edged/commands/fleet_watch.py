@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from edged.jsonbody import json_object_or_none
 from edged.commands.mqtt_options import add_mqtt_arguments, mqtt_settings
 from edged.topics import fleet_rollout_filter, fleet_status_filter, fleet_telemetry_filter
 
@@ -127,17 +128,16 @@ def cmd_fleet_watch(args: argparse.Namespace) -> int:
                 except queue.Empty:
                     break
                 device_id = device_from_topic(message.topic, settings.topic_prefix)
-                try:
-                    data = json.loads(message.payload)
-                except (ValueError, RecursionError):  # invalid, nested too deeply or a 5,000-digit integer
+                data = json_object_or_none(message.payload)
+                if data is None:
                     continue  # not ours to judge; the table shows what parses
                 if message.topic.startswith(rollout_head) and "/rollout/" in message.topic:
-                    if isinstance(data, dict) and len(rollouts) < 100:
+                    if len(rollouts) < 100:
                         rollouts[message.topic] = data
                         if args.json:
                             print(json.dumps({"rollout": data}), flush=True)
                     continue
-                if device_id is None or not isinstance(data, dict):
+                if device_id is None:
                     continue
                 view = devices.setdefault(device_id, DeviceView(device_id))
                 if message.topic.endswith("/status"):

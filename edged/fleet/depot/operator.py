@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from edged.jsonbody import json_object_or_none
 from edged.errors import ConfigError, TransportError, UpdateError
 from edged import atomic
 from edged.fleet import dsse
@@ -145,10 +145,10 @@ class UpdateBoard:
             device_id = device_of_status_topic(self.prefix, message.topic)
             if device_id is None or (self.only and device_id not in self.only):
                 return None
-            try:
-                state = json.loads(message.payload).get("state", "?")
-            except (ValueError, RecursionError, AttributeError):  # anyone may publish a device's status
+            status = json_object_or_none(message.payload)  # anyone may publish a device's status
+            if status is None:
                 return None
+            state = status.get("state", "?")
             entry = self.devices.setdefault(device_id, DeviceUpdates(device_id))
             entry.presence = str(state)[:16]
         entry.changed = time.monotonic()

@@ -8,11 +8,11 @@ reads it so that an offer which X would ignore, refuse or hold back is not met w
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from typing import Any, Final
 
+from edged.jsonbody import json_object_or_none
 from edged.fleet.depot.operator import connect
 from edged.mqtt.inbound import InboundMessage
 from edged.mqtt.settings import MqttSettings
@@ -40,11 +40,7 @@ def retained_status(settings: MqttSettings, device_id: str, wait_s: float = RETA
             return None
     finally:
         link.stop()
-    try:
-        status = json.loads(message.payload)
-    except (ValueError, RecursionError):  # invalid, nested too deeply or a 5,000-digit integer
-        return None
-    return status if isinstance(status, dict) else None
+    return json_object_or_none(message.payload)
 
 
 def push_warnings(device_id: str, status: dict[str, Any] | None, *, retained: bool) -> list[str]:

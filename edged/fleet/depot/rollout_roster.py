@@ -8,11 +8,11 @@ no group (it still takes group offers, and is counted when it reports about the 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from edged.jsonbody import json_object_or_none
 from edged.errors import UpdateError
 from edged.fleet.messages import UpdateStateReport, parse_state
 from edged.mqtt.inbound import InboundMessage
@@ -96,8 +96,4 @@ class FleetRoster:
 def _parse_status(payload: bytes) -> dict[str, object] | None:
     if len(payload) > MAX_STATUS_BYTES:
         return None
-    try:
-        status = json.loads(payload)
-    except (ValueError, RecursionError):  # also a 5,000-digit integer: any device may publish a status
-        return None
-    return status if isinstance(status, dict) else None
+    return json_object_or_none(payload)  # any device may publish a status
